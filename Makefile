@@ -1,0 +1,46 @@
+# stock_nbs: two set-up commands, `make demo` and `make test`; both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# pip reaches the package index only; its "Location ... is ignored" lines are noise here
+PIP_QUIET := 2>&1 | grep -v "is ignored" || true
+
+.PHONY: install demo test check-notebooks nbtest pytest clean-data help
+
+help:
+	@echo "make demo   - install, then ingest the default universe from the offline synthetic source"
+	@echo "make test   - install, check notebooks are clean and the library matches them, run nbdev-test and pytest"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]" $(PIP_QUIET)
+	$(BIN)/python -c "import stock_nbs.cli, nbdev, pytest"
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/stock-nbs ingest --settings settings.ini --source synthetic
+
+# nbdev-clean and nbdev-export must change nothing: notebooks are the source of truth and stay clean.
+check-notebooks: install
+	@before=$$(find nbs stock_nbs -type f \( -name '*.ipynb' -o -name '*.py' \) | sort | xargs sha1sum); \
+	$(BIN)/nbdev-clean && $(BIN)/nbdev-export; \
+	after=$$(find nbs stock_nbs -type f \( -name '*.ipynb' -o -name '*.py' \) | sort | xargs sha1sum); \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "nbdev-clean/nbdev-export changed these files (notebooks unclean or library out of sync); review and commit them:"; \
+	  diff <(echo "$$before") <(echo "$$after") | sed -n 's/^> [0-9a-f]*  /  /p'; exit 1; \
+	else echo "notebooks clean, library in sync"; fi
+
+nbtest: install
+	cd nbs && ../$(BIN)/nbdev-test --n-workers 2
+
+pytest: install
+	$(BIN)/pytest
+
+test: check-notebooks nbtest pytest
+
+clean-data:
+	rm -rf data

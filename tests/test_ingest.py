@@ -1,0 +1,142 @@
+"""Incremental bronze semantics, per-ticker isolation, nothing partial written."""
+import hashlib
+import numpy as np, pandas as pd
+import pytest
+from stock_nbs.config import load_settings, StockNbsError
+from stock_nbs.sources import FetchResult, SyntheticSource, to_bronze
+from stock_nbs.ingest import ingest
+from stock_nbs.store import Store
+
+
+class ScriptedSource:
+    """A real source over an in-memory table of bars, recording every request. `table` maps ticker -> frame of
+    bars; `revise` lets a test change what the vendor says for a date; `drop` makes the vendor omit dates."""
+    name = 'scripted'
+
+    def __init__(self, table):
+        self.table, self.requests, self.drop = table, [], set()
+
+    def fetch(self, tickers, start, end, interval='1d'):
+        self.requests.append((tuple(tickers), pd.Timestamp(start), pd.Timestamp(end)))
+        res = FetchResult()
+        for t in tickers:
+            if t not in self.table: res.failed[t] = f'{t}: unknown to the vendor'; continue
+            df = self.table[t]
+            df = df[(df.date >= start) & (df.date <= end) & ~df.date.isin(self.drop)]
+            res.bars[t] = to_bronze(df, self.name)
+        return res
+
+
+@pytest.fixture
+def market():
+    src = SyntheticSource(seed=3)
+    return {t: src.bars(t, '2024-01-01', '2024-06-28') for t in ['TCS.NS', 'INFY.NS', 'AAPL']}
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS INFY.NS AAPL', 'source.start': '2024-01-01',
+                                                  'source.overlap_sessions': '5', 'storage.data_dir': str(tmp_path/'data')})
+
+
+def digest(root):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root/'bronze'/'1d').glob('*.parquet'))}
+
+
+def test_same_date_twice_fetches_only_the_overlap_and_changes_nothing(cfg, market):
+    src = ScriptedSource(market)
+    first = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
+    assert (first.status == 'updated').all() and (first.rows_total == first.rows_added).all()
+    before = digest(cfg.data_dir)
+    again = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
+    assert src.requests[-1][1] == pd.Timestamp('2024-03-25')          # 5 sessions: 25, 26, 27, 28, 29 March
+    assert again.rows_fetched.tolist() == [5, 5, 5]
+    assert (again.status == 'unchanged').all() and again.rows_added.sum() == 0 and again.values_changed.sum() == 0
+    assert digest(cfg.data_dir) == before                               # not even rewritten
+
+
+def test_later_date_appends(cfg, market):
+    src = ScriptedSource(market)
+    ingest(cfg, run_date='2024-03-29', source=src, progress=False)
+    rep = ingest(cfg, run_date='2024-04-05', source=src, progress=False)
+    assert rep.rows_added.tolist() == [5, 5, 5] and (rep.status == 'updated').all()
+    stored = Store(cfg.data_dir).read('bronze', '1d', 'TCS.NS')
+    expected = market['TCS.NS'][market['TCS.NS'].date <= '2024-04-05']
+    np.testing.assert_array_equal(stored.close.to_numpy(), expected.close.to_numpy())
+    assert stored.date.is_unique and stored.date.is_monotonic_increasing
+
+
+def test_a_fetch_returning_fewer_rows_loses_nothing(cfg, market):
+    src = ScriptedSource(market)
+    ingest(cfg, run_date='2024-03-29', source=src, progress=False)
+    before = Store(cfg.data_dir).read('bronze', '1d', 'INFY.NS')
+    src.drop = {pd.Timestamp('2024-03-26'), pd.Timestamp('2024-03-28')}
+    rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
+    assert rep.rows_fetched.tolist() == [3, 3, 3]
+    after = Store(cfg.data_dir).read('bronze', '1d', 'INFY.NS')
+    pd.testing.assert_frame_equal(after[['date', 'close']], before[['date', 'close']])
+
+
+def test_corrected_overlap_value_is_updated_and_counted(cfg, market, caplog):
+    src = ScriptedSource({t: df.copy() for t, df in market.items()})
+    ingest(cfg, run_date='2024-03-29', source=src, progress=False)
+    t = src.table['TCS.NS']
+    t.loc[t.date == '2024-03-27', 'close'] += 1.25
+    t.loc[t.date == '2024-03-28', 'volume'] = 4242
+    with caplog.at_level('INFO', logger='stock_nbs'):
+        rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False).set_index('ticker')
+    assert rep.loc['TCS.NS', 'values_changed'] == 2 and rep.loc['TCS.NS', 'status'] == 'updated'
+    assert rep.loc['INFY.NS', 'values_changed'] == 0
+    stored = Store(cfg.data_dir).read('bronze', '1d', 'TCS.NS').set_index('date')
+    assert stored.loc['2024-03-27', 'close'] == market['TCS.NS'].set_index('date').loc['2024-03-27', 'close'] + 1.25
+    assert stored.loc['2024-03-28', 'volume'] == 4242
+    assert 'TCS.NS: 5 bars fetched, 0 added, 2 values changed' in caplog.text
+
+
+def test_a_failing_ticker_is_isolated_and_reported(cfg, market):
+    src = ScriptedSource({k: v for k, v in market.items() if k != 'INFY.NS'})
+    rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False).set_index('ticker')
+    assert rep.loc['INFY.NS', 'status'] == 'failed' and 'unknown to the vendor' in rep.loc['INFY.NS', 'error']
+    assert rep.loc[['TCS.NS', 'AAPL'], 'status'].tolist() == ['updated', 'updated']
+    assert Store(cfg.data_dir).tickers('bronze', '1d') == ['AAPL', 'TCS.NS']
+
+
+def test_a_crash_while_writing_one_ticker_keeps_the_others_and_the_old_file(cfg, market, monkeypatch):
+    src = ScriptedSource(market)
+    ingest(cfg, run_date='2024-03-22', source=src, progress=False)
+    before = digest(cfg.data_dir)
+    import pyarrow.parquet as pq
+    real = pq.write_table
+    def flaky(table, where, *a, **k):
+        if 'INFY' in str(where):
+            open(where, 'wb').write(b'PAR1 half a file')
+            raise OSError(28, 'No space left on device')
+        return real(table, where, *a, **k)
+    monkeypatch.setattr(pq, 'write_table', flaky)
+    rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False).set_index('ticker')
+    assert rep.loc['INFY.NS', 'status'] == 'failed' and 'No space left on device' in rep.loc['INFY.NS', 'error']
+    assert rep.loc['TCS.NS', 'status'] == 'updated'
+    after = digest(cfg.data_dir)
+    assert after['INFY.NS.parquet'] == before['INFY.NS.parquet']      # old file intact
+    assert not list((cfg.data_dir/'bronze'/'1d').glob('.*'))           # no temporary file left
+
+
+def test_start_and_run_date_checks(cfg, market):
+    with pytest.raises(StockNbsError, match='is in the future'):
+        ingest(cfg, run_date=pd.Timestamp.now() + pd.Timedelta(days=3), source=ScriptedSource(market))
+    with pytest.raises(StockNbsError, match=r'\[source\] start 2024-01-01 is after the run date 2023-06-01'):
+        ingest(cfg, run_date='2023-06-01', source=ScriptedSource(market))
+
+
+def test_synthetic_end_to_end_with_faults_is_idempotent(tmp_path):
+    cfg = load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS AAPL USDINR=X', 'source.kind': 'synthetic',
+                                                  'source.synthetic_faults': 'duplicate nan spike', 'source.synthetic_fault_rate': '0.05',
+                                                  'source.start': '2023-01-01', 'storage.data_dir': str(tmp_path/'d')})
+    ingest(cfg, run_date='2024-06-28', progress=False)
+    before = digest(cfg.data_dir)
+    rep = ingest(cfg, run_date='2024-06-28', progress=False)
+    assert (rep.status == 'unchanged').all() and digest(cfg.data_dir) == before
+    stored = Store(cfg.data_dir).read('bronze', '1d', 'TCS.NS')
+    assert stored.date.duplicated().any()                               # bronze keeps what the source said
+    fresh = SyntheticSource(faults=('duplicate', 'nan', 'spike'), fault_rate=0.05).bars('TCS.NS', '2023-01-01', '2024-06-28')
+    np.testing.assert_array_equal(stored.close.to_numpy(), fresh.close.to_numpy())
