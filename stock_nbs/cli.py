@@ -96,6 +96,3 @@ def main(argv=None) -> int:
     except StockNbsError as e: print(f"error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt: print("interrupted", file=sys.stderr); return 130
     except BrokenPipeError: sys.stdout = open(os.devnull, 'w'); return 0  # output piped into `head`: not an error
-
-# %% ../nbs/10_cli.ipynb #cef9ae87
-if __name__ == '__main__': sys.exit(main())

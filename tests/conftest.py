@@ -5,7 +5,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTOX = Path(os.environ.get('STOCK_NBS_UPSTOX_DIR', REPO.parent/'shared'/'data'/'nifty50_upstox'))
-CLI = [sys.executable, '-m', 'stock_nbs.cli']
+CLI = [str(Path(sys.executable).parent/'stock-nbs')]  # the console script a user runs
 
 
 @pytest.fixture(autouse=True)

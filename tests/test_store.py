@@ -5,6 +5,7 @@ import pytest
 from stock_nbs.store import Store, StoreError
 from stock_nbs.config import load_settings
 from stock_nbs.ingest import ingest
+from conftest import CLI
 
 
 def test_layout_one_file_per_layer_interval_ticker(tmp_path):
@@ -68,7 +69,7 @@ def test_two_ingests_started_at_once_do_not_interleave(tmp_path):
     ini = tmp_path/'settings.ini'
     ini.write_text("[universe]\ntickers = TCS.NS INFY.NS AAPL\n[source]\nkind = synthetic\nstart = 2005-01-01\n"
                    "[storage]\ndata_dir = data\nlock_timeout_seconds = 120\n")
-    cmd = [sys.executable, '-m', 'stock_nbs.cli', 'ingest', '--settings', str(ini), '--date', '2024-06-28', '--no-progress']
+    cmd = [*CLI, 'ingest', '--settings', str(ini), '--date', '2024-06-28', '--no-progress']
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     assert [o[0] for o in outs] == [0, 0], outs
