@@ -42,7 +42,7 @@ def _read(self:Store, layer:str, interval:str, ticker:str) -> pd.DataFrame|None:
     "The stored frame, or None when there is none."
     p = self.path(layer, interval, ticker)
     if not p.exists(): return None
-    try: return pd.read_parquet(p)
+    try: return pq.read_table(p).to_pandas()
     except (OSError, pa.ArrowException) as e:
         raise StoreError(f"{p} is unreadable ({e}); move it aside and re-run to fetch the ticker again") from None
 
