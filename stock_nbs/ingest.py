@@ -89,14 +89,14 @@ def _first_start(settings:Settings, interval:str, end:pd.Timestamp) -> pd.Timest
     if start > end: raise StockNbsError(f"[source] start {start.date()} is after the run date {end.date()}; lower start or pass a later --date")
     return start
 
-def _plan(store, interval, tickers, overlap, first_start, end) -> tuple[dict, dict]:
-    "Stored bars per ticker and the tickers to fetch grouped by start day (unreadable files fail their ticker)."
-    stored, groups, failed = {}, {}, {}
+def _plan(store, interval, tickers, overlap, first_start) -> tuple[dict, dict]:
+    "Tickers to fetch grouped by start day (from stored dates only), and unreadable files failing their ticker."
+    groups, failed = {}, {}
     for t in tickers:
-        try: stored[t] = store.read('bronze', interval, t)
+        try: dates = store.read('bronze', interval, t, columns=['date'])
         except StockNbsError as e: failed[t] = str(e); continue
-        groups.setdefault(fetch_start(stored[t], overlap, first_start), []).append(t)
-    return stored, groups, failed
+        groups.setdefault(fetch_start(dates, overlap, first_start), []).append(t)
+    return groups, failed
 
 # %% ../nbs/03_ingest.ipynb #96a795aa
 def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval:str|None=None, progress:bool|None=None) -> pd.DataFrame:
@@ -106,26 +106,27 @@ def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval
     source = source if source is not None and not isinstance(source, str) else make_source(settings, source)
     store = Store(settings.data_dir, settings.storage.fsync)
     with store.lock(settings.storage.lock_timeout_seconds):
-        stored, groups, failed = _plan(store, interval, tickers, settings.source.overlap_sessions, _first_start(settings, interval, end), end)
+        groups, failed = _plan(store, interval, tickers, settings.source.overlap_sessions, _first_start(settings, interval, end))
         rows = [_row(t, 'failed', None, end, error=e) for t, e in failed.items()]
         bar = tqdm(total=len(tickers) - len(failed), desc=f'ingest {interval}', unit='ticker', disable=None if progress is None else not progress)
         for start, group in sorted(groups.items()):
             for i in range(0, len(group), FETCH_CHUNK):
-                rows += _ingest_group(store, source, interval, group[i:i + FETCH_CHUNK], stored, start, end, bar)
+                rows += _ingest_group(store, source, interval, group[i:i + FETCH_CHUNK], start, end, bar)
         bar.close()
     return pd.DataFrame(rows, columns=REPORT_COLUMNS).set_index('ticker').loc[tickers].reset_index()
 
 # %% ../nbs/03_ingest.ipynb #e7b04b1d
-def _ingest_group(store, source, interval, group, stored, start, end, bar) -> list:
+def _ingest_group(store, source, interval, group, start, end, bar) -> list:
     "Fetch one group of tickers sharing a start day and merge each; failures stay per ticker."
-    if start > end: bar.update(len(group)); return [_row(t, 'unchanged', start, end, total=len(stored[t]), last=stored[t].date.iloc[-1]) for t in group]
-    try: res = source.fetch(group, start, end, interval)
-    except StockNbsError as e: res = FetchResult(failed={t: str(e) for t in group})
+    if start > end: res = FetchResult()  # up to date already (overlap 0): nothing to ask the source
+    else:
+        try: res = source.fetch(group, start, end, interval)
+        except StockNbsError as e: res = FetchResult(failed={t: str(e) for t in group})
     rows = []
     for t in group:
         if t in res.failed: log.warning("%s: %s", t, res.failed[t]); rows.append(_row(t, 'failed', start, end, error=res.failed[t]))
         else:
-            try: rows.append(_ingest_one(store, interval, t, stored[t], res.bars.get(t), start, end))
+            try: rows.append(_ingest_one(store, interval, t, store.read('bronze', interval, t), res.bars.get(t), start, end))
             except Exception as e:  # one ticker's merge or write must not stop the others; the report names it
                 log.exception("%s: ingest failed", t); rows.append(_row(t, 'failed', start, end, error=f"{type(e).__name__}: {e}"))
         bar.update(1)

@@ -38,11 +38,11 @@ class Store:
         return sorted(p.stem for p in d.glob('*.parquet')) if d.is_dir() else []
 
 # %% ../nbs/02_store.ipynb #923e5544
-def _read(self:Store, layer:str, interval:str, ticker:str) -> pd.DataFrame|None:
-    "The stored frame, or None when there is none."
+def _read(self:Store, layer:str, interval:str, ticker:str, columns:list|None=None) -> pd.DataFrame|None:
+    "The stored frame (optionally only `columns`), or None when there is none."
     p = self.path(layer, interval, ticker)
     if not p.exists(): return None
-    try: return pq.read_table(p).to_pandas()
+    try: return pq.read_table(p, columns=columns).to_pandas()
     except (OSError, pa.ArrowException) as e:
         raise StoreError(f"{p} is unreadable ({e}); move it aside and re-run to fetch the ticker again") from None
 

@@ -140,3 +140,14 @@ def test_synthetic_end_to_end_with_faults_is_idempotent(tmp_path):
     assert stored.date.duplicated().any()                               # bronze keeps what the source said
     fresh = SyntheticSource(faults=('duplicate', 'nan', 'spike'), fault_rate=0.05).bars('TCS.NS', '2023-01-01', '2024-06-28')
     np.testing.assert_array_equal(stored.close.to_numpy(), fresh.close.to_numpy())
+
+
+def test_overlap_zero_asks_only_for_new_days(tmp_path, market):
+    cfg = load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS', 'source.start': '2024-01-01',
+                                                  'source.overlap_sessions': '0', 'storage.data_dir': str(tmp_path/'d')})
+    src = ScriptedSource(market)
+    ingest(cfg, run_date='2024-03-28', source=src, progress=False)
+    rep = ingest(cfg, run_date='2024-03-28', source=src, progress=False)
+    assert len(src.requests) == 1 and rep.status.tolist() == ['unchanged'] and rep.rows_total.tolist() == [63]
+    rep = ingest(cfg, run_date='2024-04-02', source=src, progress=False)
+    assert src.requests[-1][1] == pd.Timestamp('2024-03-29') and rep.rows_added.tolist() == [3]
