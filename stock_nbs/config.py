@@ -176,6 +176,40 @@ SPEC = {
     'synthetic_regime_start': Key(_optional(_date), '', "date from which synthetic volatility changes (empty: never)"),
     'synthetic_regime_vol': Key(_number(float, 0.1, 10), '2.0', "volatility multiplier from synthetic_regime_start"),
   },
+  'clean': {
+    'duplicates': Key(_choice('keep_last', 'keep_first'), 'keep_last', "rows sharing a date: keep the last (Yahoo's latest print) or the first"),
+    'nulls': Key(_choice('drop', 'repair', 'flag'), 'drop', "bars with a missing price or volume: drop, repair (carry the previous bar forward) or flag"),
+    'nonpositive': Key(_choice('drop', 'flag'), 'drop', "bars with a zero or negative price: drop or flag"),
+    'ohlc': Key(_choice('repair', 'drop', 'flag'), 'repair', "bars breaking low <= open, close <= high: repair (high/low from the bar's own prices), drop or flag"),
+    'placeholder': Key(_choice('drop', 'flag'), 'drop', "Yahoo's zero-volume placeholder bars (open = high = low = close, volume 0; FX exempt)"),
+    'spikes': Key(_choice('repair', 'drop', 'flag'), 'repair', "100x unit errors (price 100x or 1/100 of its neighbours): repair (rescale), drop or flag"),
+    'outliers': Key(_choice('flag', 'drop'), 'flag', "return outliers found by outlier_rules: flag or drop"),
+    'outlier_rules': Key(lambda s: _subset(s, ('mad', 'iqr', 'zscore')), 'mad', "rules applied to daily log returns: mad (robust), iqr, zscore (the seeds')"),
+    'outlier_mad': Key(_number(float, 1), '10', "mad rule: |return - median| beyond this many MAD-sigmas"),
+    'outlier_iqr': Key(_number(float, 0.5), '3', "iqr rule: beyond this many IQRs outside the quartiles (the seeds use 1.5)"),
+    'outlier_zscore': Key(_number(float, 1), '5', "zscore rule: beyond this many standard deviations (the seeds use 3)"),
+    'fx_max_staleness_days': Key(_number(int, 0, 30), '4', "a USD bar uses the USDINR rate of its date or the last earlier one at most this many days old; older: rejected"),
+  },
+  'features': {
+    'price': Key(_choice('close', 'adj_close'), 'close', "price the indicators and returns use (close as in the seeds, or adj_close for dividend-adjusted)"),
+    'sma_periods': Key(lambda s: _periods(s), '20 50', "simple moving averages, one column sma_<n> each"),
+    'rsi_period': Key(_number(int, 2, 500), '14', "RSI period (Wilder's smoothing, TA-Lib); column rsi_<n>"),
+    'macd_fast': Key(_number(int, 2, 500), '12', "MACD fast EMA period"),
+    'macd_slow': Key(_number(int, 2, 500), '26', "MACD slow EMA period"),
+    'macd_signal': Key(_number(int, 1, 500), '9', "MACD signal EMA period"),
+    'volatility_window': Key(_number(int, 2, 500), '20', "window of the rolling standard deviation of daily returns"),
+    'extra': Key(lambda s: _indicators(s), '', "further TA-Lib indicators, e.g. EMA(timeperiod=9) ATR(timeperiod=14) BBANDS(timeperiod=20) OBV"),
+    'warmup': Key(_choice('drop', 'flag'), 'drop', "rows before every indicator has its window: drop, or keep with is_warmup = true"),
+  },
+  'quality': {
+    'max_age_hours': Key(_number(float, 0), '24', "data older than this is stale (check_data_freshness)"),
+    'stale_sessions': Key(_number(int, 2, 250), '5', "close unchanged for this many sessions in a row is a stale price"),
+    'step_price': Key(_number(float, 0.01), '0.5', "day-on-day close change beyond this share is a step (qlib: 0.5)"),
+    'step_volume': Key(_number(float, 0.1), '3', "day-on-day volume change beyond this multiple is a step (qlib: 3)"),
+    'gap_sigmas': Key(_number(float, 2), '12', "an overnight gap beyond this many robust sigmas, net of the market's gap that day, is a step"),
+    'source_gap_share': Key(_number(float, 0, 1), '0.5', "a session missing for more than this share of tickers is one source-wide gap"),
+    'min_rows': Key(_number(int, 0), '1000', "output gate: fewest rows the consolidated dataset may have"),
+  },
   'storage': {
     'data_dir': Key(str, 'data', "root of the bronze/silver/gold Parquet layers", is_path=True),
     'fsync': Key(_bool, 'true', "flush each Parquet file to disk before it replaces the old one (crash-safe on power loss)"),
@@ -187,6 +221,47 @@ SPEC = {
   },
 }
 
+def _subset(s, options):
+    "Parser for a non-empty list drawn from `options`."
+    items = _split(s)
+    bad = [x for x in items if x not in options]
+    if bad or not items: raise ValueError(f"accepted: one or more of {', '.join(options)}")
+    return tuple(items)
+
+def _periods(s):
+    "Parser for a list of distinct window lengths."
+    items = [_number(int, 2, 1000)(x) for x in _split(s)]
+    if not items or len(set(items)) != len(items): raise ValueError("expected distinct whole numbers between 2 and 1000")
+    return tuple(items)
+
+_INDICATOR_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)(?:\(([^)]*)\))?')
+
+def _indicators(s):
+    "Parser for TA-Lib calls like `EMA(timeperiod=9) ATR(timeperiod=14)`: ((NAME, {param: value}), ...)."
+    out, rest = [], s
+    for m in _INDICATOR_RE.finditer(s):
+        name, args = m.group(1).upper(), m.group(2) or ''
+        params = {}
+        for a in [a for a in args.split(',') if a.strip()]:
+            k, sep, v = a.partition('=')
+            if not sep: raise ValueError(f"{name}: parameters are name=value, got '{a.strip()}'")
+            try: params[k.strip()] = float(v) if '.' in v else int(v)
+            except ValueError: raise ValueError(f"{name}: {k.strip()} = '{v.strip()}' is not a number") from None
+        out.append((name, params))
+        rest = rest.replace(m.group(0), '', 1)
+    if rest.strip(' ,;\n'): raise ValueError(f"cannot read '{rest.strip()}'; write NAME(param=value, ...) separated by spaces")
+    if out: _check_talib(out)
+    return tuple(out)
+
+def _check_talib(calls):
+    "Refuse unknown TA-Lib functions or parameters, listing what exists."
+    import talib
+    from talib import abstract
+    for name, params in calls:
+        if name not in talib.get_functions(): raise ValueError(f"{name} is not a TA-Lib function (e.g. EMA, ATR, BBANDS, OBV, ADX, CCI, MFI, STOCH, WILLR, ROC)")
+        bad = set(params) - set(abstract.Function(name).parameters)
+        if bad: raise ValueError(f"{name} has no parameter {', '.join(sorted(bad))}; it takes {', '.join(abstract.Function(name).parameters) or 'none'}")
+
 def _faults(s):
     "Parser for a list of synthetic fault names."
     items = _split(s)
@@ -194,7 +269,7 @@ def _faults(s):
     if bad: raise ValueError(f"unknown fault {', '.join(bad)}; accepted: {', '.join(FAULTS)}")
     return tuple(items)
 
-# %% ../nbs/00_config.ipynb #d4b8ebaa
+# %% ../nbs/00_config.ipynb #fba15454
 class Section(dict):
     "Values of one settings section with attribute access."
     def __getattr__(self, k):
@@ -218,7 +293,7 @@ class Settings:
     @property
     def data_dir(self) -> Path: return self.values['storage']['data_dir']
 
-# %% ../nbs/00_config.ipynb #fba15454
+# %% ../nbs/00_config.ipynb #2d11f13c
 SETTINGS_ENV = 'STOCK_NBS_SETTINGS'
 ENV_PREFIX = 'STOCK_NBS__'
 
@@ -243,7 +318,7 @@ def find_settings(path=None, env=None, cwd=None) -> Path|None:
     user = Path('~/.config/stock_nbs/settings.ini').expanduser()
     return user if _is_pipeline_settings(user) else None
 
-# %% ../nbs/00_config.ipynb #f93635df
+# %% ../nbs/00_config.ipynb #aed79182
 _SECRET_HINT = re.compile(r'(password|passwd|secret|token|api_?key|database_url|supabase_(url|key))', re.I)
 
 def _read_ini(path:Path) -> dict:
@@ -261,7 +336,7 @@ def _read_ini(path:Path) -> dict:
     if problems: raise ConfigError(f"{path}:\n  " + '\n  '.join(problems))
     return raw
 
-# %% ../nbs/00_config.ipynb #2d11f13c
+# %% ../nbs/00_config.ipynb #53d39171
 def env_name(dotted:str) -> str:
     "The environment variable overriding `section.key`."
     return ENV_PREFIX + dotted.replace('.', '__').upper()
@@ -286,7 +361,7 @@ def _layers(path, env, overrides) -> list:
             ('environment', Path.cwd(), _env_overrides(env)),
             ('command line', Path.cwd(), {k: str(v) for k, v in (overrides or {}).items() if v is not None})]
 
-# %% ../nbs/00_config.ipynb #aed79182
+# %% ../nbs/00_config.ipynb #05d11788
 def load_settings(path=None, overrides:dict|None=None, env=None) -> Settings:
     "Load, override and validate settings; raises `ConfigError` listing every bad value."
     env = os.environ if env is None else env
@@ -306,7 +381,7 @@ def load_settings(path=None, overrides:dict|None=None, env=None) -> Settings:
     if problems: raise ConfigError("bad settings:\n  " + '\n  '.join(problems))
     return Settings(values, path, origins)
 
-# %% ../nbs/00_config.ipynb #3e823490
+# %% ../nbs/00_config.ipynb #50d5b779
 SECRET_NAMES = ('DATABASE_URL', 'SUPABASE_URL', 'SUPABASE_KEY')
 
 class Secrets:
