@@ -8,3 +8,4 @@ __all__ = []
 # %% ../nbs/99_api.ipynb #ea095f2c
 __version__ = "0.1.0"
 from .config import load_settings
+from .store import load_features

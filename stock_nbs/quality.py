@@ -155,11 +155,11 @@ class QualityGateError(StockNbsError):
 
 REQUIRED_COLUMNS = ['ticker', 'date', 'close', 'sma_20', 'rsi_14']
 
-def output_gate(df:pd.DataFrame, min_rows:int=1000, required=REQUIRED_COLUMNS, today=None) -> list[str]:
-    "Failed checks of the seeds' output gate (empty when the dataset passes)."
+def output_gate(df:pd.DataFrame, min_rows:int=1000, required=REQUIRED_COLUMNS, today=None, columns=None) -> list[str]:
+    "Failed checks of the seeds' output gate (empty when the dataset passes); `columns`: the dataset's columns when `df` holds a subset."
     fails = []
     if len(df) < min_rows: fails.append(f"{len(df)} rows, fewer than [quality] min_rows = {min_rows}")
-    missing = [c for c in required if c not in df.columns]
+    missing = [c for c in required if c not in (columns if columns is not None else df.columns)]
     if missing: fails.append(f"missing required columns: {', '.join(missing)}")
     if 'date' in df and len(df) and len(fut := future_dates(df['date'], today)): fails.append(f"future dates: {_dates_text(fut)}")
     if {'open', 'high', 'low', 'close'} <= set(df.columns):

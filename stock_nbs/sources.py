@@ -88,11 +88,12 @@ def _path(p:dict, z:np.ndarray, dates:pd.DatetimeIndex, i0:int, regime_start, re
     else: ret = p['drift'] + shock
     close = p['price'] * np.exp(np.cumsum(ret))
     prev = np.concatenate([[p['price']], close[:-1]])[i0:]
+    activity = lfilter([1.], [1., -0.6], 0.35 * z[:, 4])[i0:]  # persistent busy/quiet spells, like real turnover (whole history: range-independent)
     close, ret, vol, z = close[i0:], ret[i0:], vol[i0:], z[i0:]
     open_ = prev * np.exp(0.25 * vol * z[:, 1])
     high = np.maximum(open_, close) * np.exp(0.5 * vol * np.abs(z[:, 2]))
     low = np.minimum(open_, close) * np.exp(-0.5 * vol * np.abs(z[:, 3]))
-    volume = np.round(p['volume'] * np.exp(0.35 * z[:, 4] + 0.8 * np.abs(ret) / p['vol']))
+    volume = np.round(p['volume'] * np.exp(activity + 0.3 * np.minimum(np.abs(ret) / vol, 4)))
     t = p['tick']
     return dict(date=dates.values[i0:], open=_round_to(open_, t), high=_round_to(high, t), low=_round_to(low, t),
                 close=_round_to(close, t), volume=volume * (p['volume'] > 0))

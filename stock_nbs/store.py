@@ -7,12 +7,12 @@ from __future__ import annotations
 import json, logging, os, socket, sys, uuid, datetime as dt
 from contextlib import contextmanager
 from pathlib import Path
-import pandas as pd, pyarrow as pa, pyarrow.parquet as pq
+import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from filelock import FileLock, Timeout
-from .config import StockNbsError
+from .config import StockNbsError, Settings, load_settings
 
 # %% auto #0
-__all__ = ['LAYERS', 'LOCK_NAME', 'log', 'StoreError', 'Store']
+__all__ = ['LAYERS', 'LOCK_NAME', 'log', 'CONSOLIDATED_NAME', 'StoreError', 'Store', 'load_features']
 
 # %% ../nbs/02_store.ipynb #adb81042
 LAYERS = ('bronze', 'silver', 'gold')
@@ -100,3 +100,60 @@ def _lock(self:Store, timeout:float=0):
     finally:
         lock.release(); log.info("lock on %s released by pid %d", self.root, os.getpid())
 Store._holder, Store.lock = _holder, _lock
+
+# %% ../nbs/02_store.ipynb #7a905652
+CONSOLIDATED_NAME = 'features_dataset.parquet'
+
+def _consolidated_path(self:Store, interval:str='1d') -> Path:
+    "Where the consolidated dataset of `interval` lives."
+    return self.root/'consolidated'/interval/CONSOLIDATED_NAME
+
+def _write_table(self:Store, table:pa.Table, path:Path, **kw) -> Path:
+    "Write an Arrow table atomically to `path`."
+    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:8]}.tmp')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp, **kw)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {e.strerror or e}; check free space and permissions of {self.root}") from None
+    except BaseException: tmp.unlink(missing_ok=True); raise
+    return path
+
+def _consolidate(self:Store, interval:str='1d', tickers=None) -> Path:
+    "Join the gold files of `tickers` (default all) into the consolidated dataset, sorted by (ticker, date)."
+    tickers = sorted(tickers if tickers is not None else self.tickers('gold', interval))
+    tables = [pq.read_table(self.path('gold', interval, t)) for t in tickers if self.path('gold', interval, t).exists()]
+    if not tables: raise StoreError(f"no gold files under {self.root/'gold'/interval}; run `stock-nbs transform` first")
+    table = pa.concat_tables(tables, promote_options='default')
+    return self._write_table(table, self.consolidated_path(interval), row_group_size=64 * 1024)
+Store.consolidated_path, Store._write_table, Store.consolidate = _consolidated_path, _write_table, _consolidate
+
+# %% ../nbs/02_store.ipynb #893191b2
+def _as_bound(x, dtype:pa.DataType):
+    "A date bound as a Timestamp matching the column's timezone."
+    ts = pd.Timestamp(x)
+    tz = getattr(dtype, 'tz', None)
+    return (ts.tz_localize(tz) if ts.tz is None else ts.tz_convert(tz)) if tz else ts
+
+def load_features(tickers=None, start=None, end=None, columns=None, interval:str='1d', settings:Settings|None=None) -> pd.DataFrame:
+    "Gold features of `tickers` (default all) between `start` and `end` (inclusive), as a long frame sorted by (ticker, date)."
+    settings = settings or load_settings()
+    path = Store(settings.data_dir).consolidated_path(interval)
+    if not path.exists(): raise StoreError(f"no consolidated {interval} dataset at {path}; run `stock-nbs transform` (or `make demo`) first")
+    schema = pq.read_schema(path)
+    if isinstance(tickers, str): tickers = [tickers]
+    if columns is not None:
+        unknown = [c for c in columns if c not in schema.names]
+        if unknown: raise StoreError(f"unknown column(s) {', '.join(unknown)}; available: {', '.join(schema.names)}")
+        columns = ['ticker', 'date', *[c for c in columns if c not in ('ticker', 'date')]]
+    dtype, filters = schema.field('date').type, ([('ticker', 'in', list(tickers))] if tickers is not None else [])
+    if start is not None: filters.append(('date', '>=', _as_bound(start, dtype)))
+    if end is not None:
+        e = _as_bound(end, dtype)  # an intraday end given as a day includes that whole day
+        filters.append(('date', '<', e + pd.Timedelta(days=1)) if interval != '1d' and e == e.normalize() else ('date', '<=', e))
+    table = pq.read_table(path, columns=columns, filters=filters or None)
+    df = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    df['date'] = df['date'].dt.as_unit('ns')
+    return df.sort_values(['ticker', 'date'], kind='stable', ignore_index=True)
