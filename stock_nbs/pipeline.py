@@ -61,9 +61,9 @@ def _quality(bars:dict, counts:dict, settings:Settings, today) -> tuple[pd.DataF
                       or [gap_steps({}, 1)], ignore_index=True)
     rep = pd.DataFrame(rows)
     if len(rep):
-        by = steps.groupby('ticker').date
-        rep['gap_steps'] = rep.ticker.map(by.size()).fillna(0).astype(int)
-        rep['gap_step_dates'] = rep.ticker.map(by.agg(lambda d: _dates_text(sorted(d)))).fillna('')
+        per = {t: sorted(g.date) for t, g in steps.groupby('ticker')}
+        rep['gap_steps'] = [len(per.get(t, [])) for t in rep.ticker]
+        rep['gap_step_dates'] = [_dates_text(per.get(t, [])) for t in rep.ticker]
     summary = dict(tickers=len(rep), mean_score=round(float(rep.quality_score.mean()), 2) if len(rep) else None,
                    worst=rep.nsmallest(5, 'quality_score')[['ticker', 'quality_score']].to_dict('records') if len(rep) else [],
                    source_gaps=[d.strftime('%Y-%m-%d') for d in wide], gap_steps=steps.assign(date=steps.date.astype(str)).to_dict('records'),
