@@ -10,7 +10,7 @@ PIP_QUIET := 2>&1 | grep -v "is ignored" || true
 .PHONY: install demo test check-notebooks nbtest pytest clean-data help
 
 help:
-	@echo "make demo   - install, then ingest the default universe from the offline synthetic source"
+	@echo "make demo   - install, ingest the default universe from the offline synthetic source, build silver, gold and the consolidated dataset"
 	@echo "make test   - install, check notebooks are clean and the library matches them, run nbdev-test and pytest"
 
 $(STAMP): pyproject.toml
@@ -23,6 +23,7 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/stock-nbs ingest --settings settings.ini --source synthetic
+	$(BIN)/stock-nbs transform --settings settings.ini
 
 # nbdev-clean and nbdev-export must change nothing: notebooks are the source of truth and stay clean.
 check-notebooks: install

@@ -104,8 +104,8 @@ def transform(settings:Settings, tickers=None, interval:str|None=None, progress:
                 rows.append(dict(ticker=t, status='failed', error=str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}", bronze_rows=0, silver_rows=0, gold_rows=0))
         rep, summary = _quality(bars, counts, settings, today)
         if len(rep): _store_quality(store, interval, rep, summary)
-        ok = [t for t in tickers if t in bars]
-        dataset = store.consolidate(interval, ok) if ok else None
+        ok = [t for t in tickers if t in bars]  # a --tickers run refreshes those; the dataset keeps the rest of the universe
+        dataset = store.consolidate(interval, sorted(set(settings.universe.tickers) | set(ok))) if ok else None
         gate = _gate(dataset, settings.quality, today) if dataset else ['no ticker produced gold rows']
         summary['gate'] = gate
         if len(rep): _store_quality(store, interval, rep, summary)

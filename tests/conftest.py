@@ -29,7 +29,7 @@ def write_settings(tmp_path):
     return write
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def upstox_dir():
     "The real Upstox vendor folder shipped in shared/data (the suite fails, not skips, without it)."
     assert UPSTOX.is_dir(), f"real vendor data missing at {UPSTOX}; set STOCK_NBS_UPSTOX_DIR to the nifty50_upstox folder"

@@ -41,7 +41,7 @@ def test_failure_share_over_the_limit_exits_1(write_settings, tmp_path):
 
 @pytest.mark.parametrize('args,env,message', [
     (['--date', '2024-02-30'], {}, "--date '2024-02-30' is not a date; use YYYY-MM-DD"),
-    (['--tickers', 'TCS.NS,tcs'], {}, "[universe] tickers = 'TCS.NS,tcs' (command line): not a Yahoo ticker"),
+    (['--tickers', 'TCS.NS,tcs'], {}, "--tickers 'TCS.NS,tcs': not a Yahoo ticker (upper case, suffix .NS, .BO, =X or none for US): tcs"),
     ([], {'STOCK_NBS__SOURCE__KIND': 'quandl'}, "[source] kind = 'quandl' (STOCK_NBS__SOURCE__KIND): accepted values: yahoo, csv, synthetic"),
     ([], {'STOCK_NBS__STORAGE__DATA_DIR': '/proc/nope'}, 'data root /proc/nope is not writable'),
     (['--source', 'csv'], {}, 'CSV folder'),

@@ -1,0 +1,145 @@
+"""Quality checks fire on frames made to break them; calendar, source-wide gaps, real demerger steps; reports stored; the gate."""
+import json, os, time
+import numpy as np, pandas as pd
+import pytest
+from stock_nbs.config import load_settings
+from stock_nbs.quality import (validate_ohlc, detect_outliers, check_data_freshness, get_data_quality_report, missing_sessions,
+                               split_source_gaps, stale_runs, step_changes, future_dates, output_gate, require_output_gate,
+                               QualityGateError, ticker_report)
+from stock_nbs.ingest import ingest
+from stock_nbs.pipeline import transform
+from stock_nbs.store import Store
+
+
+def frame(close, dates=None, volume=None):
+    n = len(close)
+    return pd.DataFrame({'date': pd.to_datetime(dates) if dates is not None else pd.bdate_range('2024-01-01', periods=n),
+                         'open': close, 'high': [c + 1 for c in close], 'low': [c - 1 for c in close], 'close': close,
+                         'volume': volume if volume is not None else [100.] * n})
+
+
+def test_validate_ohlc_fires_on_each_violation_and_passes_clean_bars():
+    ok = frame([10., 11, 12])
+    assert validate_ohlc(ok) == (True, [])
+    assert validate_ohlc(ok.assign(high=[10., 9, 12]))[1] == ['High < Low violation detected (1 rows)', 'High not >= Open/Close']
+    assert validate_ohlc(ok.assign(low=[9., 11.5, 11]))[1] == ['Low not <= Open/Close']
+    assert validate_ohlc(ok.assign(close=[10., 0, 12], open=[10., 0, 12], low=[9., -1, 11]))[1] == ['Non-positive close prices found']
+
+
+def test_seed_outlier_rules():
+    df = frame([10.] * 30 + [100.])
+    assert detect_outliers(df, 'iqr')['close'].tolist() == [False] * 30 + [True]
+    assert detect_outliers(df, 'zscore', threshold=3)['close'].iloc[-1]
+    with pytest.raises(ValueError, match="method must be 'iqr' or 'zscore'"):
+        detect_outliers(df, 'mad')
+
+
+def test_freshness_by_file_age(tmp_path):
+    p = tmp_path/'x.parquet'; p.write_text('x')
+    assert check_data_freshness(p, 24)[0]
+    old = time.time() - 30 * 3600
+    os.utime(p, (old, old))
+    fresh, msg = check_data_freshness(p, 24)
+    assert not fresh and msg.startswith('Data age: 30.0 hours (threshold: 24h)')
+
+
+def test_known_nse_holiday_is_not_missing_and_a_removed_session_is():
+    # August 2023: 15 August (Independence Day) is an NSE holiday; 16 August is removed from the data
+    days = [d for d in pd.bdate_range('2023-08-01', '2023-08-31') if d.strftime('%m-%d') not in ('08-15', '08-16')]
+    miss, extra = missing_sessions(pd.Series(days), 'XBOM')
+    assert [d.strftime('%Y-%m-%d') for d in miss] == ['2023-08-16'] and len(extra) == 0
+    miss, extra = missing_sessions(pd.Series(pd.bdate_range('2023-08-01', '2023-08-31')), 'XBOM')
+    assert len(miss) == 0 and [d.strftime('%Y-%m-%d') for d in extra] == ['2023-08-15']   # a bar on a holiday is reported
+
+
+def test_a_date_missing_for_most_tickers_is_one_source_wide_gap():
+    d = pd.DatetimeIndex(['2024-05-02'])
+    missing = {f'T{i}.NS': d for i in range(8)} | {'A.NS': d.union(pd.DatetimeIndex(['2024-05-10'])), 'B.NS': pd.DatetimeIndex([])}
+    wide, rest = split_source_gaps(missing, 0.5)
+    assert wide == [pd.Timestamp('2024-05-02')]
+    assert {t: list(v.strftime('%Y-%m-%d')) for t, v in rest.items() if len(v)} == {'A.NS': ['2024-05-10']}
+
+
+def test_stale_steps_and_future_dates():
+    f = frame([10., 10, 10, 10, 10, 11, 30, 31], volume=[100., 100, 100, 100, 100, 100, 100, 1000])
+    assert stale_runs(f.close, f.date, 5).sessions.tolist() == [5]
+    assert stale_runs(f.close, f.date, 6).empty
+    s = step_changes(f)
+    assert s[['kind']].assign(date=s.date.dt.strftime('%m-%d')).values.tolist() == [['price', '01-09'], ['volume', '01-10']]
+    assert list(future_dates(f.date, today='2024-01-08').strftime('%Y-%m-%d')) == ['2024-01-09', '2024-01-10']
+
+
+def test_ticker_report_counts_and_scores():
+    q = load_settings(None, env={}).quality
+    clean = frame(list(100 + np.arange(60.)), dates=[d for d in pd.bdate_range('2024-02-01', periods=61) if d != pd.Timestamp('2024-03-08')])
+    rep = ticker_report(clean, 'TCS.NS', q, {}, today='2024-12-31')
+    # 8 March 2024 is an NSE holiday (Mahashivratri): the data rightly lacks it
+    assert rep['missing_sessions'] == 0 and rep['quality_score'] == 100
+    broken = clean.drop(index=[10, 11]).reset_index(drop=True)
+    rep = ticker_report(broken, 'TCS.NS', q, {'nulls_dropped': 3}, today='2024-12-31')
+    assert rep['missing_sessions'] == 2 and rep['dropped_rows'] == 3
+    assert rep['quality_score'] == pytest.approx(100 * (1 - 5 / 60), abs=0.01)
+    seeds = get_data_quality_report(clean, 'TCS.NS')
+    assert seeds['total_rows'] == 60 and seeds['quality_score'] == 100 and seeds['ohlc_validation'] == (True, [])
+
+
+def test_output_gate():
+    g = frame(list(np.arange(1., 21))).assign(ticker='X', sma_20=1., rsi_14=50.)
+    assert output_gate(g, min_rows=20, today='2030-01-01') == []
+    fails = output_gate(g.assign(high=0.5).drop(columns='sma_20'), min_rows=50, today='2024-01-10')
+    assert fails[0] == '20 rows, fewer than [quality] min_rows = 50'
+    assert fails[1] == 'missing required columns: sma_20'
+    assert fails[2].startswith('future dates: 2024-01-11')
+    assert fails[3].startswith('OHLC validation failed: High < Low')
+    with pytest.raises(QualityGateError, match='output gate failed'):
+        require_output_gate(g, min_rows=50)
+
+
+@pytest.fixture(scope='module')
+def upstox_run(tmp_path_factory, upstox_dir):
+    root = tmp_path_factory.mktemp('upstox')
+    tickers = sorted(f"{p.name.split('_')[0]}.NS" for p in upstox_dir.glob('*_2020-10-01_to_2025-09-30.csv'))
+    cfg = load_settings(None, env={}, overrides={'universe.tickers': ' '.join(tickers), 'source.kind': 'csv', 'source.csv_dir': str(upstox_dir),
+                                                  'source.csv_pattern': '{symbol}_*.csv', 'source.csv_columns': 'timestamp=date',
+                                                  'source.start': '2020-10-01', 'storage.data_dir': str(root), 'storage.fsync': 'false'})
+    ingest(cfg, run_date='2025-09-30', progress=False)
+    return cfg, transform(cfg, progress=False, today='2025-10-01')
+
+
+def test_real_demergers_are_flagged_as_step_changes(upstox_run):
+    cfg, res = upstox_run
+    q = res.quality.set_index('ticker')
+    assert '2023-07-20' in q.loc['RELIANCE.NS', 'gap_step_dates']       # Jio Financial demerger, unadjusted by Upstox
+    assert '2025-01-06' in q.loc['ITC.NS', 'gap_step_dates']            # ITC Hotels demerger
+    steps = pd.DataFrame(res.summary['gap_steps'])
+    rel = steps[(steps.ticker == 'RELIANCE.NS') & (steps.date.str.startswith('2023-07-20'))].iloc[0]
+    assert rel.gap == pytest.approx(1290.0 / 1354.4 - 1, abs=1e-4) and rel.sigmas < -12
+
+
+def test_real_data_quality_report_is_stored_and_sane(upstox_run):
+    cfg, res = upstox_run
+    assert (res.tickers.status == 'ok').all() and res.gate == []
+    folder = cfg.data_dir/'quality'/'1d'
+    stored = pd.read_parquet(folder/'ticker_report.parquet')
+    summary = json.loads((folder/'summary.json').read_text())
+    assert len(stored) == 50 and summary['tickers'] == 50 and summary['gate'] == []
+    q = stored.set_index('ticker')
+    assert (q.missing_sessions == 0).all()                              # the vendor has every NSE session...
+    assert (q.loc['RELIANCE.NS', 'extra_sessions'] >= 5)                # ...plus special sessions (Muhurat, Saturdays)
+    assert q.quality_score.between(90, 100).all()
+
+
+def test_source_wide_gap_in_a_run(tmp_path):
+    cfg = load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS INFY.NS SBIN.NS ITC.NS', 'source.kind': 'synthetic',
+                                                  'source.start': '2024-01-01', 'storage.data_dir': str(tmp_path), 'quality.min_rows': '100'})
+    ingest(cfg, run_date='2024-03-28', progress=False)
+    st = Store(cfg.data_dir)
+    for t in ['TCS.NS', 'INFY.NS', 'SBIN.NS']:                            # the vendor skipped 14 March for 3 of 4 tickers
+        b = st.read('bronze', '1d', t)
+        st.write(b[b.date != '2024-03-14'], 'bronze', '1d', t)
+    b = st.read('bronze', '1d', 'ITC.NS'); st.write(b[b.date != '2024-02-05'], 'bronze', '1d', 'ITC.NS')
+    res = transform(cfg, progress=False, today='2024-03-28')
+    assert res.summary['source_gaps'] == ['2024-03-14']
+    q = res.quality.set_index('ticker')
+    assert q.loc['TCS.NS', 'missing_sessions'] == 0 and q.loc['TCS.NS', 'source_gap_sessions'] == 1
+    assert q.loc['ITC.NS', 'missing_sessions'] == 1 and q.loc['ITC.NS', 'missing_dates'] == '2024-02-05'
