@@ -114,7 +114,7 @@ def outlier_mask(x:pd.Series, rule:str, k:float) -> pd.Series:
 
 def handle_outliers(df:pd.DataFrame, policy:str, rules, thresholds:dict, counts:dict, min_returns:int=20) -> pd.DataFrame:
     "Flag (or drop) bars whose daily log return is an outlier by any of `rules`."
-    r = np.log(df.close).diff()
+    r = np.log(df.close.where(df.close > 0)).diff()  # flagged non-positive prices have no return
     if r.notna().sum() < min_returns: return df
     bad = pd.Series(False, index=df.index)
     for rule in rules: bad |= outlier_mask(r, rule, thresholds[rule])

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_quality.ipynb #2b6771ac
 from __future__ import annotations
-import datetime as dt, os, json
+import datetime as dt, os, json, warnings
 from functools import lru_cache
 import numpy as np, pandas as pd
 from .config import StockNbsError, market_of
@@ -46,7 +46,9 @@ def check_data_freshness(file_path, max_age_hours:float=24) -> tuple[bool, str]:
 def _calendar(code:str):
     "An exchange_calendars calendar (cached: building one takes ~20 ms)."
     import exchange_calendars as xc
-    return xc.get_calendar(code)
+    with warnings.catch_warnings():  # exchange_calendars' own pandas 3 deprecation warnings
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return xc.get_calendar(code, start='2000-01-01')
 
 def expected_sessions(code:str|None, start, end) -> pd.DatetimeIndex|None:
     "Sessions of calendar `code` within [start, end] (clipped to what it knows); None without a calendar."
