@@ -10,7 +10,7 @@ PIP_QUIET := 2>&1 | grep -v "is ignored" || true
 .PHONY: install demo test check-notebooks nbtest pytest clean-data help
 
 help:
-	@echo "make demo   - install, ingest the default universe from the offline synthetic source, build silver, gold and the consolidated dataset"
+	@echo "make demo   - install, then run the daily pipeline (papermill notebook) offline on the synthetic source for the default universe"
 	@echo "make test   - install, check notebooks are clean and the library matches them, run nbdev-test and pytest"
 
 $(STAMP): pyproject.toml
@@ -22,8 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/stock-nbs ingest --settings settings.ini --source synthetic
-	$(BIN)/stock-nbs transform --settings settings.ini
+	$(BIN)/stock-nbs run --settings settings.ini --source synthetic
 
 # nbdev-clean and nbdev-export must change nothing: notebooks are the source of truth and stay clean.
 check-notebooks: install

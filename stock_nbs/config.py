@@ -217,6 +217,10 @@ SPEC = {
   },
   'run': {
     'max_failure_share': Key(_number(float, 0, 1), '0.2', "a run fails (exit 1) when more than this share of tickers fail"),
+    'workers': Key(_number(int, 1, 64), '2', "processes building silver and gold (2 was fastest on 2 cores; 1: in-process)"),
+    'runs_dir': Key(str, 'runs', "where each run's executed notebook, manifest and log go (runs/<run_id>/)", is_path=True),
+    'reports_dir': Key(str, 'reports', "where each run's HTML report goes (reports/<run_id>.html)", is_path=True),
+    'keep_runs': Key(_number(int, 1), '90', "run folders and reports kept; older ones are deleted after a run"),
     'log_level': Key(_choice('DEBUG', 'INFO', 'WARNING', 'ERROR'), 'INFO', "log level of the pipeline log"),
   },
 }

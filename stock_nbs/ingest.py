@@ -5,9 +5,10 @@
 # %% ../nbs/03_ingest.ipynb #d8664fd9
 from __future__ import annotations
 import logging, datetime as dt
+from contextlib import nullcontext
 from dataclasses import dataclass
 import numpy as np, pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of
 from .sources import FetchResult, VALUE_COLUMNS, BRONZE_COLUMNS, is_intraday, make_source, to_bronze
 from .store import Store
@@ -99,13 +100,13 @@ def _plan(store, interval, tickers, overlap, first_start) -> tuple[dict, dict]:
     return groups, failed
 
 # %% ../nbs/03_ingest.ipynb #96a795aa
-def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval:str|None=None, progress:bool|None=None) -> pd.DataFrame:
+def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval:str|None=None, progress:bool|None=None, lock:bool=True) -> pd.DataFrame:
     "Fetch and merge bronze bars for `tickers` up to `run_date`; one report row per ticker."
     tickers = list(dict.fromkeys(tickers or settings.universe.tickers))
     interval, end = interval or settings.source.interval, check_run_date(run_date or dt.date.today())
     source = source if source is not None and not isinstance(source, str) else make_source(settings, source)
     store = Store(settings.data_dir, settings.storage.fsync)
-    with store.lock(settings.storage.lock_timeout_seconds):
+    with (store.lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):  # lock=False: the caller holds it
         groups, failed = _plan(store, interval, tickers, settings.source.overlap_sessions, _first_start(settings, interval, end))
         rows = [_row(t, 'failed', None, end, error=e) for t, e in failed.items()]
         bar = tqdm(total=len(tickers) - len(failed), desc=f'ingest {interval}', unit='ticker', disable=None if progress is None else not progress)

@@ -4,19 +4,24 @@
 
 # %% ../nbs/09_pipeline.ipynb #5bab101a
 from __future__ import annotations
-import json, logging, datetime as dt
+import json, logging, shutil, sys, threading, subprocess, time, uuid, datetime as dt, multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext, ExitStack
+from logging.handlers import RotatingFileHandler
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
-from tqdm.auto import tqdm
-from .config import Settings, StockNbsError, market_of
+from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
+from .config import Settings, StockNbsError, market_of, load_settings, _tickers
+from .ingest import ingest, check_run_date
 from .store import Store
 from .clean import clean_bars
 from .features import compute_features
 from .quality import ticker_report, split_source_gaps, missing_sessions, gap_steps, output_gate, _dates_text
 
 # %% auto #0
-__all__ = ['log', 'TransformResult', 'transform']
+__all__ = ['log', 'PANEL_COLUMNS', 'TransformResult', 'map_tickers', 'transform', 'setup_logging', 'RunFailed', 'new_run_id',
+           'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #dc1e0022
 log = logging.getLogger('stock_nbs.pipeline')
@@ -29,19 +34,32 @@ class TransformResult:
     summary: dict  # run-level quality summary, including source-wide gaps and the output gate
     gate: list = field(default_factory=list)  # failed output-gate checks (empty: passed)
     dataset: Path|None = None  # the consolidated dataset
+    timings: dict = field(default_factory=dict)  # seconds: wall time of the stage blocks; read/clean/features/write summed over tickers
 
 # %% ../nbs/09_pipeline.ipynb #82e78739
-def _one_ticker(store:Store, settings:Settings, interval:str, ticker:str, fx:pd.DataFrame|None) -> tuple[pd.DataFrame, dict]:
-    "Silver and gold of one ticker written; returns its silver bars and clean counts."
+PANEL_COLUMNS = ['date', 'open', 'high', 'low', 'close', 'volume', 'flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired']
+
+def _one_ticker(store:Store, settings:Settings, interval:str, ticker:str, fx:pd.DataFrame|None) -> tuple[pd.DataFrame, dict, dict]:
+    "Silver and gold of one ticker written; its silver bars (quality columns), clean counts and seconds per stage."
+    t0 = time.perf_counter()
     bronze = store.read('bronze', interval, ticker)
     if bronze is None or bronze.empty: raise StockNbsError(f"{ticker}: no bronze bars under {store.root/'bronze'/interval}; run `stock-nbs ingest` first")
+    t1 = time.perf_counter()
     silver, counts = clean_bars(bronze, ticker, settings.clean, fx, settings.universe.base_currency, settings.universe.fx_ticker)
     if silver.empty: raise StockNbsError(f"{ticker}: every bar was dropped by the silver rules ({counts})")
-    store.write(silver, 'silver', interval, ticker)
+    t2 = time.perf_counter()
     gold = compute_features(silver, ticker, settings.features)
-    store.write(gold, 'gold', interval, ticker)
+    t3 = time.perf_counter()
+    store.write(silver, 'silver', interval, ticker); store.write(gold, 'gold', interval, ticker)
     counts['gold_rows'] = len(gold)
-    return silver, counts
+    return silver[PANEL_COLUMNS], counts, dict(read=t1 - t0, clean=t2 - t1, features=t3 - t2, write=time.perf_counter() - t3)
+
+def _ticker_task(args) -> tuple:
+    "`_one_ticker` for a worker: never raises, returns (ticker, silver, counts, seconds, error)."
+    store, settings, interval, ticker, fx = args
+    try: return (ticker, *_one_ticker(store, settings, interval, ticker, fx), '')
+    except Exception as e:  # one ticker's failure must not stop the others; the report names it
+        return ticker, None, {}, {}, str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}"
 
 def _fx_silver(store:Store, settings:Settings, interval:str) -> pd.DataFrame|None:
     "The cleaned daily FX series US prices are converted with, or None when it was never ingested."
@@ -50,13 +68,33 @@ def _fx_silver(store:Store, settings:Settings, interval:str) -> pd.DataFrame|Non
     return None if bronze is None else clean_bars(bronze, fx_ticker, settings.clean)[0]
 
 # %% ../nbs/09_pipeline.ipynb #fc4e91e3
-def _quality(bars:dict, counts:dict, settings:Settings, today) -> tuple[pd.DataFrame, dict]:
+def _pool_context() -> tuple[mp.context.BaseContext, int]:
+    "Multiprocessing context safe for this process, and the fewest tickers per worker worth starting it for."
+    if threading.active_count() == 1: return mp.get_context('fork'), 8
+    ctx = mp.get_context('forkserver'); ctx.set_forkserver_preload(['stock_nbs.pipeline'])
+    return ctx, 100
+
+def map_tickers(fn, items:list, workers:int, progress=None, desc:str='') -> list:
+    "`fn` over `items` in `workers` processes (in-process for one worker or few items), with a progress bar."
+    bar = tqdm(total=len(items), desc=desc, unit='ticker', disable=None if progress is None else not progress)
+    ctx, per_worker = _pool_context()
+    if workers <= 1 or len(items) < per_worker * workers:
+        out = [fn(x) for x in items if not bar.update(1)]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            out = [r for r in pool.map(fn, items, chunksize=max(1, len(items) // (workers * 16))) if not bar.update(1)]
+    bar.close()
+    return out
+
+# %% ../nbs/09_pipeline.ipynb #f6314358
+def _quality(bars:dict, counts:dict, settings:Settings, today, intraday:bool=False) -> tuple[pd.DataFrame, dict]:
     "Per-ticker quality reports and the run summary from silver bars and clean counts."
-    q = settings.quality
+    q = dict(settings.quality)
+    if intraday: q['step_volume'] = float('inf')  # intraday volume swings with the time of day: no step rule
     missing = {t: missing_sessions(b.date, market_of(t).calendar)[0] for t, b in bars.items()}
     wide, _ = split_source_gaps({t: m for t, m in missing.items() if market_of(t).calendar == 'XBOM'}, q['source_gap_share'])
     rows = [ticker_report(b, t, q, counts[t], wide, today) for t, b in bars.items()]
-    markets = {market_of(t).calendar for t in bars} - {None}  # gaps are net of each exchange's own market move
+    markets = ({market_of(t).calendar for t in bars} - {None}) if not intraday else set()  # gaps net of each exchange's own market move; overnight gaps are a daily notion
     steps = pd.concat([gap_steps({t: b for t, b in bars.items() if market_of(t).calendar == m}, q['gap_sigmas']) for m in sorted(markets)]
                       or [gap_steps({}, 1)], ignore_index=True)
     rep = pd.DataFrame(rows)
@@ -70,7 +108,7 @@ def _quality(bars:dict, counts:dict, settings:Settings, today) -> tuple[pd.DataF
                    totals={k: int(sum(c.get(k, 0) for c in counts.values())) for k in sorted({k for c in counts.values() for k in c})})
     return rep, summary
 
-# %% ../nbs/09_pipeline.ipynb #f6314358
+# %% ../nbs/09_pipeline.ipynb #c63d276a
 def _gate(path:Path, q, today) -> list[str]:
     "Failed output-gate checks of the consolidated dataset at `path`."
     names = pq.read_schema(path).names
@@ -78,7 +116,7 @@ def _gate(path:Path, q, today) -> list[str]:
     df = pq.read_table(path, columns=cols).to_pandas()
     return output_gate(df, q['min_rows'], today=today, columns=names)
 
-# %% ../nbs/09_pipeline.ipynb #c63d276a
+# %% ../nbs/09_pipeline.ipynb #7751d8d6
 def _store_quality(store:Store, interval:str, rep:pd.DataFrame, summary:dict) -> Path:
     "Write the per-ticker report (Parquet) and the summary (JSON) atomically; the folder."
     folder = store.root/'quality'/interval
@@ -87,26 +125,201 @@ def _store_quality(store:Store, interval:str, rep:pd.DataFrame, summary:dict) ->
     tmp.write_text(json.dumps(summary, indent=1, default=str)); tmp.replace(folder/'summary.json')
     return folder
 
-def transform(settings:Settings, tickers=None, interval:str|None=None, progress:bool|None=None, today=None) -> TransformResult:
+def transform(settings:Settings, tickers=None, interval:str|None=None, progress:bool|None=None, today=None, lock:bool=True) -> TransformResult:
     "Silver, gold, quality and the consolidated dataset for `tickers` (default the universe) from their bronze bars."
     tickers = list(dict.fromkeys(tickers or settings.universe.tickers))
     interval, store = interval or settings.source.interval, Store(settings.data_dir, settings.storage.fsync)
-    with store.lock(settings.storage.lock_timeout_seconds):
+    with (store.lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):
+        timings, t0 = {}, time.perf_counter()
         fx = _fx_silver(store, settings, interval)
+        results = map_tickers(_ticker_task, [(store, settings, interval, t, fx) for t in tickers], settings.run.workers, progress, f'transform {interval}')
+        timings['transform'] = time.perf_counter() - t0
         rows, bars, counts = [], {}, {}
-        for t in tqdm(tickers, desc=f'transform {interval}', unit='ticker', disable=None if progress is None else not progress):
-            try:
-                silver, counts[t] = _one_ticker(store, settings, interval, t, fx)
-                bars[t] = silver[['date', 'open', 'high', 'low', 'close', 'volume', 'flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired']]
-                rows.append(dict(ticker=t, status='ok', error='', bronze_rows=counts[t]['rows_in'], silver_rows=counts[t]['rows_out'], gold_rows=counts[t]['gold_rows']))
-            except Exception as e:  # one ticker's failure must not stop the others; the report names it
-                log.warning("%s: transform failed: %s", t, e)
-                rows.append(dict(ticker=t, status='failed', error=str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}", bronze_rows=0, silver_rows=0, gold_rows=0))
-        rep, summary = _quality(bars, counts, settings, today)
-        if len(rep): _store_quality(store, interval, rep, summary)
+        for t, silver, c, secs, err in results:
+            for k, v in secs.items(): timings[k] = timings.get(k, 0.) + v
+            if err: log.warning("%s: transform failed: %s", t, err)
+            else: bars[t], counts[t] = silver, c
+            rows.append(dict(ticker=t, status='failed' if err else 'ok', error=err, bronze_rows=c.get('rows_in', 0), silver_rows=c.get('rows_out', 0), gold_rows=c.get('gold_rows', 0)))
+        t0 = time.perf_counter()
+        rep, summary = _quality(bars, counts, settings, today, interval != '1d')
+        timings['quality'] = time.perf_counter() - t0
         ok = [t for t in tickers if t in bars]  # a --tickers run refreshes those; the dataset keeps the rest of the universe
+        t0 = time.perf_counter()
         dataset = store.consolidate(interval, sorted(set(settings.universe.tickers) | set(ok))) if ok else None
-        gate = _gate(dataset, settings.quality, today) if dataset else ['no ticker produced gold rows']
-        summary['gate'] = gate
+        timings['consolidate'] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        summary['gate'] = gate = _gate(dataset, settings.quality, today) if dataset else ['no ticker produced gold rows']
+        timings['gate'] = time.perf_counter() - t0
         if len(rep): _store_quality(store, interval, rep, summary)
-    return TransformResult(pd.DataFrame(rows), rep, summary, gate, dataset)
+    return TransformResult(pd.DataFrame(rows), rep, summary, gate, dataset, {k: round(v, 3) for k, v in timings.items()})
+
+# %% ../nbs/09_pipeline.ipynb #5bf140d1
+def setup_logging(settings:Settings, verbose:bool=False) -> Path:
+    "Log to stderr (warnings, or info with `verbose`) and to a rotating `<data_dir>/logs/pipeline.log`; the log path."
+    Store(settings.data_dir).ensure_writable()
+    path = settings.data_dir/'logs'/'pipeline.log'
+    path.parent.mkdir(exist_ok=True)
+    root = logging.getLogger('stock_nbs')
+    for h in list(root.handlers): root.removeHandler(h); h.close()
+    fh = RotatingFileHandler(path, maxBytes=5_000_000, backupCount=5)
+    fh.setLevel(settings.run.log_level)
+    ch = logging.StreamHandler(sys.stderr); ch.setLevel(logging.INFO if verbose else logging.WARNING)
+    for h in (fh, ch): h.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s')); root.addHandler(h)
+    root.setLevel(logging.DEBUG); root.propagate = False
+    return path
+
+# %% ../nbs/09_pipeline.ipynb #6a9181ab
+class RunFailed(StockNbsError):
+    "The run failed: too many tickers failed, or the output gate did."
+
+def new_run_id(run_date, interval:str, now=None) -> str:
+    "A sortable, unique run id: UTC start time, interval, run date and a random suffix."
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}_{interval}_{pd.Timestamp(run_date):%Y-%m-%d}_{uuid.uuid4().hex[:4]}"
+
+def code_version() -> dict:
+    "Versions that decide a run's output: this package (and its git commit when run from a checkout) and key libraries."
+    import platform, importlib.metadata as md
+    import stock_nbs
+    root = Path(stock_nbs.__file__).resolve().parents[1]
+    git = subprocess.run(['git', '-C', str(root), 'describe', '--always', '--dirty', '--abbrev=12'], capture_output=True, text=True) if (root/'.git').exists() else None
+    libs = {n: md.version(n) for n in ('pandas', 'numpy', 'pyarrow', 'ta-lib', 'yfinance', 'exchange_calendars')}
+    return dict(stock_nbs=stock_nbs.__version__, git=git.stdout.strip() if git and git.returncode == 0 else None, python=platform.python_version(), **libs)
+
+# %% ../nbs/09_pipeline.ipynb #91b2b3a2
+class DailyRun:
+    "One pipeline run, stage by stage, holding the data root's lock until `finish`."
+    def __init__(self, settings:Settings, run_date, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None):
+        self.settings, self.sync_requested = settings, bool(sync)
+        self.interval, self.source = interval or settings.source.interval, source or settings.source.kind
+        self.tickers = list(dict.fromkeys(tickers or settings.universe.tickers))
+        self.run_date = check_run_date(run_date or dt.date.today())
+        self.run_id = run_id or new_run_id(self.run_date, self.interval)
+        self.folder = Path(settings.run.runs_dir)/self.run_id
+        self.started, self.timings = dt.datetime.now(dt.timezone.utc), {}
+        self.ingest_report = self.result = None
+        self.drift_summary = {'status': 'not available yet (drift monitoring lands with its own issue)'}
+        self.sync_summary = {'status': 'not requested'}
+        self._stack = ExitStack()
+
+# %% ../nbs/09_pipeline.ipynb #2a0c67af
+def _open(self:DailyRun) -> DailyRun:
+    "Create the run folder, attach the run's log and take the data root's lock."
+    store = Store(self.settings.data_dir, self.settings.storage.fsync).ensure_writable()
+    setup_logging(self.settings)
+    self.folder.mkdir(parents=True, exist_ok=True)
+    fh = logging.FileHandler(self.folder/'run.log')
+    fh.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s')); fh.setLevel(logging.INFO)
+    root = logging.getLogger('stock_nbs'); root.addHandler(fh); root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    self._stack.callback(lambda: (root.removeHandler(fh), fh.close()))
+    self._stack.enter_context(store.lock(self.settings.storage.lock_timeout_seconds))
+    log.info("run %s: %s %d tickers up to %s from %s", self.run_id, self.interval, len(self.tickers), self.run_date.date(), self.source)
+    return self
+
+def _timed(self:DailyRun, stage:str, fn, *args, **kw):
+    "Call `fn` and record its wall time under `stage`."
+    t0 = time.perf_counter()
+    try: return fn(*args, **kw)
+    finally: self.timings[stage] = round(time.perf_counter() - t0, 3)
+DailyRun.open, DailyRun._timed = _open, _timed
+
+# %% ../nbs/09_pipeline.ipynb #660d955f
+def _run_ingest(self:DailyRun, progress=None) -> pd.DataFrame:
+    "Stage 1: fetch new bars into bronze (and the daily FX series an intraday run's USD tickers need)."
+    s, fx = self.settings, self.settings.universe.fx_ticker
+    if self.interval != '1d' and any(market_of(t).currency == 'USD' for t in self.tickers):
+        self._timed('ingest_fx_daily', ingest, s, [fx], self.run_date, self.source, '1d', progress=False, lock=False)
+    self.ingest_report = self._timed('ingest', ingest, s, self.tickers, self.run_date, self.source, self.interval, progress=progress, lock=False)
+    return self.ingest_report
+
+def _run_transform(self:DailyRun, progress=None) -> TransformResult:
+    "Stages 2-5: silver, gold, quality, consolidated dataset and the output gate."
+    self.result = self._timed('transform_total', transform, self.settings, self.tickers, self.interval, progress, self.run_date, lock=False)
+    self.timings.update(self.result.timings)
+    return self.result
+
+def _run_sync(self:DailyRun) -> dict:
+    "Stage 6: sync to PostgreSQL/Supabase when requested (not in this version: says so instead of pretending)."
+    if self.sync_requested:
+        log.warning("--sync requested, but sync to PostgreSQL/Supabase is not part of this version yet; nothing was sent")
+        self.sync_summary = {'status': 'requested but not available in this version; nothing was sent'}
+    return self.sync_summary
+DailyRun.ingest, DailyRun.transform, DailyRun.sync = _run_ingest, _run_transform, _run_sync
+
+# %% ../nbs/09_pipeline.ipynb #9844a6f2
+def _ticker_status(self:DailyRun) -> pd.DataFrame:
+    "One row per ticker: status, errors by stage, rows per layer, bars added, quality score."
+    df = pd.DataFrame({'ticker': self.tickers})
+    if self.ingest_report is not None:
+        ing = self.ingest_report.set_index('ticker')
+        df['ingest'] = df.ticker.map(ing.status); df['bars_added'] = df.ticker.map(ing.rows_added).fillna(0).astype(int)
+        df['values_changed'] = df.ticker.map(ing.values_changed).fillna(0).astype(int); df['ingest_error'] = df.ticker.map(ing.error).fillna('')
+    if self.result is not None:
+        tr = self.result.tickers.set_index('ticker')
+        for c in ('bronze_rows', 'silver_rows', 'gold_rows'): df[c] = df.ticker.map(tr[c]).fillna(0).astype(int)
+        df['transform'] = df.ticker.map(tr.status); df['transform_error'] = df.ticker.map(tr.error).fillna('')
+        if len(self.result.quality): df['quality_score'] = df.ticker.map(self.result.quality.set_index('ticker').quality_score)
+    failed = (df.get('ingest') == 'failed') | (df.get('transform') == 'failed')
+    df.insert(1, 'status', np.where(failed, 'failed', 'ok'))
+    return df
+DailyRun.ticker_status = _ticker_status
+
+# %% ../nbs/09_pipeline.ipynb #1615ae0d
+def _status(self:DailyRun) -> tuple[str, list]:
+    "Run status (ok, degraded or failed) and the reasons for it."
+    t = self.ticker_status()
+    share, limit = (t.status == 'failed').mean(), self.settings.run.max_failure_share
+    reasons = [f"{share:.1%} of tickers failed, more than [run] max_failure_share = {limit:.0%}"] if share > limit else []
+    if self.result is None: reasons.append('the transform stage did not run')
+    elif self.result.gate: reasons += [f"output gate: {g}" for g in self.result.gate]
+    return ('failed' if reasons else 'degraded' if share else 'ok'), reasons
+
+def _manifest(self:DailyRun) -> dict:
+    "Everything the run did, as JSON-able data (no secrets: parameters and settings only)."
+    t, (status, reasons) = self.ticker_status(), self.status()
+    rows = {c: int(t[c].sum()) for c in ('bars_added', 'values_changed', 'bronze_rows', 'silver_rows', 'gold_rows') if c in t}
+    return dict(run_id=self.run_id, status=status, reasons=reasons, started_at=self.started.isoformat(timespec='seconds'),
+                finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'),
+                duration_s=round((dt.datetime.now(dt.timezone.utc) - self.started).total_seconds(), 3),
+                parameters=dict(run_date=str(self.run_date.date()), tickers=self.tickers, source=self.source, interval=self.interval,
+                                sync=self.sync_requested, settings_path=str(self.settings.path) if self.settings.path else None),
+                settings=self.settings.as_dict(), code_version=code_version(), timings=self.timings, rows=rows,
+                tickers=dict(total=len(t), ok=int((t.status == 'ok').sum()), failed=int((t.status == 'failed').sum()),
+                             success_rate=round(float((t.status == 'ok').mean()), 4), max_failure_share=self.settings.run.max_failure_share),
+                per_ticker=json.loads(t.to_json(orient='records')),
+                quality={k: v for k, v in (self.result.summary if self.result else {}).items()},
+                drift=self.drift_summary, sync=self.sync_summary,
+                artifacts=dict(folder=str(self.folder), log=str(self.folder/'run.log'), dataset=str(self.result.dataset) if self.result and self.result.dataset else None))
+DailyRun.status, DailyRun.manifest = _status, _manifest
+
+# %% ../nbs/09_pipeline.ipynb #ade63e94
+def _finish(self:DailyRun) -> dict:
+    "Write `manifest.json`, release the lock and the run log, prune old runs; the manifest."
+    m = self.manifest()
+    tmp = self.folder/'.manifest.json.tmp'
+    tmp.write_text(json.dumps(m, indent=1, default=str)); tmp.replace(self.folder/'manifest.json')
+    log.info("run %s finished: %s in %.1f s", self.run_id, m['status'], m['duration_s'])
+    self._stack.close()
+    prune_runs(self.settings)
+    return m
+
+def _check(self:DailyRun):
+    "Raise `RunFailed` (papermill, and so `stock-nbs run`, exit non-zero) when the run failed."
+    status, reasons = self.status()
+    if status == 'failed': raise RunFailed(f"run {self.run_id} failed: " + '; '.join(reasons))
+DailyRun.finish, DailyRun.check = _finish, _check
+
+def prune_runs(settings:Settings):
+    "Keep the newest `[run] keep_runs` run folders and reports (run ids sort by start time)."
+    runs, reports = Path(settings.run.runs_dir), Path(settings.run.reports_dir)
+    folders = sorted(p for p in runs.glob('*') if (p/'manifest.json').exists()) if runs.is_dir() else []
+    for old in folders[:-settings.run.keep_runs]:
+        shutil.rmtree(old, ignore_errors=True); (reports/f'{old.name}.html').unlink(missing_ok=True)
+
+# %% ../nbs/09_pipeline.ipynb #6c9f5f49
+def start_run(settings_path=None, run_date=None, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None) -> DailyRun:
+    "Load settings (papermill parameters override them), validate the parameters, open the run."
+    settings = load_settings(settings_path, {'source.kind': source, 'source.interval': interval})
+    if isinstance(tickers, str): tickers = _tickers(tickers)
+    elif tickers is not None: tickers = _tickers(' '.join(tickers))
+    return DailyRun(settings, run_date, tickers, source, interval, sync, run_id).open()

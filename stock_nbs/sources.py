@@ -14,9 +14,10 @@ from .config import (StockNbsError, Settings, market_of, symbol_of, is_fx, norma
                               BAR_FIELDS, FAULTS)
 
 # %% auto #0
-__all__ = ['log', 'BRONZE_COLUMNS', 'PRICE_COLUMNS', 'VALUE_COLUMNS', 'SYNTHETIC_EPOCH', 'REQUIRED_FIELDS', 'LOOKBACK_DAYS',
-           'SourceError', 'is_intraday', 'to_bronze', 'FetchResult', 'SyntheticSource', 'read_bar_csv', 'CsvSource',
-           'check_lookback', 'split_yf_frame', 'YahooUnavailable', 'YahooRateLimited', 'YahooSource', 'make_source']
+__all__ = ['log', 'BRONZE_COLUMNS', 'PRICE_COLUMNS', 'VALUE_COLUMNS', 'SYNTHETIC_EPOCH', 'INTERVAL_MINUTES', 'REQUIRED_FIELDS',
+           'LOOKBACK_DAYS', 'SourceError', 'is_intraday', 'to_bronze', 'FetchResult', 'SyntheticSource', 'read_bar_csv',
+           'CsvSource', 'check_lookback', 'split_yf_frame', 'YahooUnavailable', 'YahooRateLimited', 'YahooSource',
+           'make_source']
 
 # %% ../nbs/01_sources.ipynb #a3f39178
 log = logging.getLogger('stock_nbs.sources')
@@ -148,13 +149,48 @@ class SyntheticSource:
         return self._frame([ticker], start, end)[0]
 
     def fetch(self, tickers, start, end, interval:str='1d') -> FetchResult:
-        "Bars for each ticker in [start, end]; daily only."
-        if is_intraday(interval): raise SourceError(f"the synthetic source makes daily bars only; interval {interval} is not available")
+        "Bars for each ticker in [start, end], daily or intraday."
+        if is_intraday(interval):
+            now = pd.Timestamp.now(tz='UTC')
+            return FetchResult({t: to_bronze(self.intraday_bars(t, start, end, interval), self.name, now) for t in tickers})
         df, off = self._frame(tickers, start, end)
         df = to_bronze(df.reset_index(drop=True), self.name, sort=False)
         return FetchResult({t: df.iloc[a:b].reset_index(drop=True) for t, a, b in zip(tickers, off[:-1], off[1:])})
 
-# %% ../nbs/01_sources.ipynb #abb00d23
+# %% ../nbs/01_sources.ipynb #d5f7d1af
+INTERVAL_MINUTES = {'1m': 1, '2m': 2, '5m': 5, '15m': 15, '30m': 30, '60m': 60, '90m': 90, '1h': 60}
+_SESSIONS = {'Asia/Kolkata': (555, 375), 'America/New_York': (570, 390), 'Europe/London': (0, 1440)}  # (open minute, length)
+
+def _bridge(day_open:float, day_close:float, n:int, vol:float, rng) -> np.ndarray:
+    "n closes walking from `day_open` to `day_close` (a Brownian bridge in log price)."
+    walk = np.cumsum(rng.standard_normal(n)) * vol / np.sqrt(n)
+    t = np.arange(1, n + 1) / n
+    return day_open * np.exp(walk - t * walk[-1] + t * np.log(day_close / day_open))
+
+def _intraday_bars(self:SyntheticSource, ticker:str, start, end, interval:str) -> pd.DataFrame:
+    "Intraday bars of one ticker for the business days in [start, end]."
+    daily = SyntheticSource(self.seed, regime_start=self.regime_start, regime_vol=self.regime_vol).bars(ticker, start, end)
+    tz = market_of(ticker).timezone if not is_fx(ticker) else 'Europe/London'
+    first, length = _SESSIONS[tz]
+    step = INTERVAL_MINUTES[interval]; n = max(length // step, 1)
+    p, parts = _profile(ticker, self.seed), []
+    shape = 1 + 1.5 * (np.linspace(-1, 1, n) ** 2)  # busy open and close, quiet midday
+    for d in daily.itertuples():  # a handful of days per fetch: Yahoo keeps 60 days of minute bars
+        rng = np.random.default_rng([self.seed, _ticker_key(ticker), 3, int(d.date.toordinal())])
+        close = _bridge(d.open, d.close, n, p['vol'], rng)
+        open_ = np.concatenate([[d.open], close[:-1]])
+        wick = np.abs(rng.standard_normal((2, n))) * p['vol'] / np.sqrt(n) * 0.5
+        vol = np.round(d.volume * shape / shape.sum() * np.exp(0.3 * rng.standard_normal(n)))
+        stamps = (d.date + pd.to_timedelta(first + step * np.arange(n), unit='min')).tz_localize(tz)
+        parts.append(pd.DataFrame({'date': stamps, 'open': _round_to(open_, p['tick']), 'close': _round_to(close, p['tick']),
+                                   'high': _round_to(np.maximum(open_, close) * np.exp(wick[0]), p['tick']),
+                                   'low': _round_to(np.minimum(open_, close) * np.exp(-wick[1]), p['tick']), 'volume': vol}))
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in BAR_FIELDS}).astype({'date': f'datetime64[ns, {tz}]'})
+    df['adj_close'] = df['close']
+    return df[list(BAR_FIELDS)]
+SyntheticSource.intraday_bars = _intraday_bars
+
+# %% ../nbs/01_sources.ipynb #976162c8
 REQUIRED_FIELDS = ('date', 'open', 'high', 'low', 'close', 'volume')
 _ALIASES = {'datetime': 'date'}  # yfinance names the index Datetime for intraday bars
 
@@ -173,7 +209,7 @@ def _read_raw_csv(path:Path) -> pd.DataFrame:
     if three_rows: df = df.rename(columns={'Price': 'Date'})
     return df
 
-# %% ../nbs/01_sources.ipynb #33aa29b0
+# %% ../nbs/01_sources.ipynb #9eec14f4
 def _rename(df:pd.DataFrame, path:Path, column_map:dict) -> pd.DataFrame:
     "Rename vendor columns to bar fields; error naming missing fields and the columns found."
     names = {c: normalize_column(c) for c in df.columns}
@@ -186,7 +222,7 @@ def _rename(df:pd.DataFrame, path:Path, column_map:dict) -> pd.DataFrame:
     if 'adj_close' not in df.columns: df['adj_close'] = df['close']
     return df
 
-# %% ../nbs/01_sources.ipynb #b7d0c237
+# %% ../nbs/01_sources.ipynb #3063d979
 def _parse_dates(s:pd.Series, path:Path, tz:str, intraday:bool) -> pd.Series:
     "Dates as exchange-local days (daily) or tz-aware exchange timestamps (intraday)."
     has_offset = s.str.contains(r'(?:[+-]\d\d:?\d\d|Z)$', regex=True).any()
@@ -209,7 +245,7 @@ def _parse_numbers(df:pd.DataFrame, path:Path) -> pd.DataFrame:
         df[c] = num
     return df
 
-# %% ../nbs/01_sources.ipynb #976162c8
+# %% ../nbs/01_sources.ipynb #f5c56fb0
 def _check_values(df:pd.DataFrame, path:Path) -> pd.DataFrame:
     "Refuse negative prices or volume and duplicate dates, naming the dates."
     neg = (df[VALUE_COLUMNS] < 0).any(axis=1)
@@ -225,7 +261,7 @@ def read_bar_csv(path, ticker:str, column_map:dict|None=None, interval:str='1d')
     df['date'] = _parse_dates(df['date'].str.strip(), path, market_of(ticker).timezone, is_intraday(interval))
     return _check_values(_parse_numbers(df, path), path)[list(BAR_FIELDS)]
 
-# %% ../nbs/01_sources.ipynb #9e2e25fc
+# %% ../nbs/01_sources.ipynb #bd2448b2
 class CsvSource:
     "Bars from a folder of vendor CSV files, one or more per ticker."
     name = 'csv'
@@ -256,7 +292,7 @@ class CsvSource:
             res.bars[t] = to_bronze(df[(day >= pd.Timestamp(start)) & (day <= pd.Timestamp(end))], self.name, now)
         return res
 
-# %% ../nbs/01_sources.ipynb #bd2448b2
+# %% ../nbs/01_sources.ipynb #0d8feee8
 LOOKBACK_DAYS = {'1m': 7, '2m': 60, '5m': 60, '15m': 60, '30m': 60, '90m': 60, '60m': 730, '1h': 730}
 
 def check_lookback(interval:str, start, today=None):
@@ -268,7 +304,7 @@ def check_lookback(interval:str, start, today=None):
         raise SourceError(f"Yahoo keeps {interval} bars for the last {limit} days only; start {pd.Timestamp(start).date()} "
                           f"is {(today - pd.Timestamp(start)).days} days back. Use a later start or a coarser interval.")
 
-# %% ../nbs/01_sources.ipynb #659737c2
+# %% ../nbs/01_sources.ipynb #31fba2a4
 _YF_COLUMNS = {'Open': 'open', 'High': 'high', 'Low': 'low', 'Close': 'close', 'Adj Close': 'adj_close', 'Volume': 'volume'}
 
 def split_yf_frame(frame:pd.DataFrame, tickers, interval:str='1d') -> dict:
@@ -287,7 +323,7 @@ def split_yf_frame(frame:pd.DataFrame, tickers, interval:str='1d') -> dict:
         out[t] = df.assign(date=idx).reset_index(drop=True)
     return out
 
-# %% ../nbs/01_sources.ipynb #0d8feee8
+# %% ../nbs/01_sources.ipynb #3e6325bc
 class YahooUnavailable(Exception):
     "A whole yfinance call failed (network, HTTP error): retried with backoff."
 
@@ -302,13 +338,17 @@ class _Capture(logging.Handler):
     def __init__(self): super().__init__(logging.ERROR); self.lines = []
     def emit(self, record): self.lines.append(record.getMessage())
 
+def _short(text:str, n:int=240) -> str:
+    "`text` cut to `n` characters for a one-line report."
+    return text if len(text) <= n else text[:n - 3] + '...'
+
 def _reason(ticker:str, lines:list) -> str|None:
     "yfinance's logged error for `ticker`, if any."
     for l in lines:
-        if re.search(rf"['\"]{re.escape(ticker)}['\"]|^{re.escape(ticker)}:", l): return l.split(': ', 1)[-1].strip()
+        if re.search(rf"['\"]{re.escape(ticker)}['\"]|^\$?{re.escape(ticker)}:", l): return l.split(': ', 1)[-1].strip()
     return None
 
-# %% ../nbs/01_sources.ipynb #62aafbdb
+# %% ../nbs/01_sources.ipynb #b0efd77d
 class YahooSource:
     "Bars from Yahoo Finance through yfinance 1.x, batched, with retries and per-ticker failures."
     name = 'yahoo'
@@ -324,7 +364,7 @@ class YahooSource:
         if isinstance(state.outcome.exception(), YahooRateLimited): return self.rate_limit_wait
         return self.backoff * 2 ** (state.attempt_number - 1)
 
-# %% ../nbs/01_sources.ipynb #31fba2a4
+# %% ../nbs/01_sources.ipynb #fc996367
 def _call_once(self:YahooSource, tickers, start, end, interval) -> tuple[pd.DataFrame, list]:
     "One `yf.download` call; returns the frame and yfinance's error lines, or raises for a retry."
     cap, yf_log = _Capture(), logging.getLogger('yfinance')
@@ -346,12 +386,12 @@ def _call_once(self:YahooSource, tickers, start, end, interval) -> tuple[pd.Data
     return frame, cap.lines
 YahooSource._call_once = _call_once
 
-# %% ../nbs/01_sources.ipynb #3e6325bc
+# %% ../nbs/01_sources.ipynb #94eb749c
 def _call(self:YahooSource, tickers, start, end, interval) -> tuple[pd.DataFrame, list]:
     "`_call_once` with retries: backoff on failures, a longer wait on rate limits."
     retry = Retrying(stop=stop_after_attempt(self.retries + 1), wait=self._wait, sleep=self.sleep, reraise=True,
                      retry=retry_if_exception_type(YahooUnavailable),
-                     before_sleep=lambda s: log.warning("yahoo: %s; retry %d of %d", s.outcome.exception(), s.attempt_number, self.retries))
+                     before_sleep=lambda s: log.warning("yahoo: %s; retry %d of %d", _short(str(s.outcome.exception())), s.attempt_number, self.retries))
     return retry(self._call_once, tickers, start, end, interval)
 
 def _fetch(self:YahooSource, tickers, start, end, interval:str='1d') -> FetchResult:
@@ -362,17 +402,17 @@ def _fetch(self:YahooSource, tickers, start, end, interval:str='1d') -> FetchRes
         batch = tickers[i:i + self.batch_size]
         try: frame, lines = self._call(batch, start, end, interval)
         except YahooUnavailable as e:  # the whole call failed after its retries: one ticker at a time would only fail slower
-            res.failed.update({t: f"{t}: Yahoo download failed after {self.retries} retries ({e})" for t in batch}); continue
+            res.failed.update({t: f"{t}: Yahoo download failed after {self.retries} retries ({_short(_reason(t, str(e).split('; ')) or str(e))})" for t in batch}); continue
         got = split_yf_frame(frame, batch, interval)
         for t in [t for t in batch if t not in got]:
             try: frame1, lines1 = self._call([t], start, end, interval); got.update(split_yf_frame(frame1, [t], interval))
             except YahooUnavailable as e: lines1 = [f"'{t}': {e}"]
-            if t not in got: res.failed[t] = f"{t}: Yahoo returned no bars for {pd.Timestamp(start).date()}..{pd.Timestamp(end).date()} ({_reason(t, lines1 + lines) or 'no error given; delisted or wrong ticker?'})"
+            if t not in got: res.failed[t] = f"{t}: Yahoo returned no bars for {pd.Timestamp(start).date()}..{pd.Timestamp(end).date()} ({_short(_reason(t, lines1 + lines) or 'no error given; delisted or wrong ticker?')})"
         res.bars.update({t: to_bronze(df, self.name, now) for t, df in got.items()})
     return res
 YahooSource._call, YahooSource.fetch = _call, _fetch
 
-# %% ../nbs/01_sources.ipynb #f3163500
+# %% ../nbs/01_sources.ipynb #f9aba0bf
 def make_source(settings:Settings, kind:str|None=None):
     "The source named by `kind` (default `[source] kind`), configured from settings."
     s, kind = settings.source, kind or settings.source.kind
