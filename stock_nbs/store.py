@@ -127,7 +127,8 @@ def _consolidate(self:Store, interval:str='1d', tickers=None) -> Path:
     tables = [pq.read_table(self.path('gold', interval, t)) for t in tickers if self.path('gold', interval, t).exists()]
     if not tables: raise StoreError(f"no gold files under {self.root/'gold'/interval}; run `stock-nbs transform` first")
     if interval != '1d':  # tickers of different exchanges carry different timezones: one column needs one, UTC
-        tables = [t.set_column(t.schema.get_field_index('date'), 'date', t['date'].cast(pa.timestamp('ns', 'UTC'))) for t in tables]
+        tables = [t.set_column(t.schema.get_field_index('date'), 'date', t['date'].cast(pa.timestamp('ns', 'UTC'))).replace_schema_metadata(None)
+                  for t in tables]  # (pandas metadata would bring the first ticker's timezone back)
     table = pa.concat_tables(tables, promote_options='default')
     return self._write_table(table, self.consolidated_path(interval), row_group_size=64 * 1024)
 Store.consolidated_path, Store._write_table, Store.consolidate = _consolidated_path, _write_table, _consolidate

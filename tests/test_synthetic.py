@@ -77,5 +77,19 @@ def test_regime_change_doubles_volatility_from_its_date():
 def test_limits_are_clear():
     with pytest.raises(SourceError, match='synthetic data starts 2000-01-03; asked from 1995-01-01'):
         SyntheticSource().bars('TCS.NS', '1995-01-01', '2000-12-31')
-    with pytest.raises(SourceError, match='daily bars only; interval 5m'):
-        SyntheticSource().fetch(['TCS.NS'], '2024-01-01', '2024-01-05', '5m')
+
+
+
+def test_intraday_bars_are_deterministic_per_day_and_end_at_the_daily_close():
+    src = SyntheticSource(seed=4)
+    a = src.fetch(['INFY.NS', 'MSFT'], '2024-03-04', '2024-03-08', '5m').bars
+    b = src.fetch(['INFY.NS', 'MSFT'], '2024-03-06', '2024-03-12', '5m').bars
+    for t in a:
+        x, y = a[t].set_index('date')[VALUE_COLUMNS], b[t].set_index('date')[VALUE_COLUMNS]
+        common = x.index.intersection(y.index)
+        assert len(common) == 3 * (75 if t == 'INFY.NS' else 78)
+        pd.testing.assert_frame_equal(x.loc[common], y.loc[common])
+    daily = src.bars('MSFT', '2024-03-04', '2024-03-08').set_index('date').close
+    last = a['MSFT'].groupby(a['MSFT'].date.dt.date).close.last()
+    assert np.allclose(last.to_numpy(), daily.to_numpy(), atol=0.011)
+    assert str(a['MSFT'].date.dt.tz) == 'America/New_York' and a['MSFT'].date.iloc[0].strftime('%H:%M') == '09:30'
