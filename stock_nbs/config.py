@@ -210,6 +210,22 @@ SPEC = {
     'source_gap_share': Key(_number(float, 0, 1), '0.5', "a session missing for more than this share of tickers is one source-wide gap"),
     'min_rows': Key(_number(int, 0), '1000', "output gate: fewest rows the consolidated dataset may have"),
   },
+  'drift': {
+    'features': Key(lambda s: _drift_features(s), 'daily_return abs_return rsi_14 vol_ratio close_sma macd_norm',
+                    "monitored features: gold columns or abs_return, vol_ratio, close_sma, macd_norm (levels like close or sma_20 are allowed but warned about)"),
+    'baseline': Key(_choice('auto', 'frozen', 'rolling'), 'auto', "compare with the frozen baseline (stock-nbs baseline), the rolling window before the current one, or frozen when it exists"),
+    'baseline_sessions': Key(_number(int, 10, 5000), '60', "sessions in the baseline window (the seeds: 60)"),
+    'current_sessions': Key(_number(int, 3, 500), '7', "sessions in the current window (the seeds: 7)"),
+    'max_samples': Key(_number(int, 100), '5000', "cap on baseline samples per ticker and feature (the seeds: 5000)"),
+    'correction': Key(_choice('bh', 'none'), 'bh', "bh: Benjamini-Hochberg across all tests of a run; none: the seeds' per-test alpha"),
+    'fdr': Key(_number(float, 0.0001, 0.5), '0.05', "false discovery rate of the BH correction (with correction = none: the per-test alpha)"),
+    'autocorr_adjust': Key(_bool, 'true', "shrink sample sizes by the lag-1 autocorrelation before the KS p-value"),
+    'calibrate': Key(_bool, 'false', "alert when D exceeds calibration_quantile of the ticker's own past window pairs, instead of by q-value"),
+    'calibration_quantile': Key(_number(float, 0.5, 0.9999), '0.99', "quantile of historical D used as the calibrated threshold"),
+    'min_effect': Key(_number(float, 0), '0', "also require this normalised Wasserstein distance for an alert (0: off)"),
+    'retrain_share': Key(_number(float, 0.01, 1), '0.5', "recommend retrain when at least this share of a ticker's features drift"),
+    'hook': Key(str, '', "command run with the drift summary as JSON on stdin when anything drifts (empty: none)"),
+  },
   'storage': {
     'data_dir': Key(str, 'data', "root of the bronze/silver/gold Parquet layers", is_path=True),
     'fsync': Key(_bool, 'true', "flush each Parquet file to disk before it replaces the old one (crash-safe on power loss)"),
@@ -265,6 +281,16 @@ def _check_talib(calls):
         if name not in talib.get_functions(): raise ValueError(f"{name} is not a TA-Lib function (e.g. EMA, ATR, BBANDS, OBV, ADX, CCI, MFI, STOCH, WILLR, ROC)")
         bad = set(params) - set(abstract.Function(name).parameters)
         if bad: raise ValueError(f"{name} has no parameter {', '.join(sorted(bad))}; it takes {', '.join(abstract.Function(name).parameters) or 'none'}")
+
+_DRIFT_DERIVED = ('abs_return', 'vol_ratio', 'close_sma', 'macd_norm')
+
+def _drift_features(s):
+    "Parser for monitored drift features: names, distinct, at least one."
+    items = _split(s)
+    if not items or len(set(items)) != len(items): raise ValueError("expected distinct feature names")
+    bad = [f for f in items if not re.fullmatch(r'[a-z][a-z0-9_]*', f)]
+    if bad: raise ValueError(f"not a feature name: {', '.join(bad)} (gold columns or {', '.join(_DRIFT_DERIVED)})")
+    return tuple(items)
 
 def _faults(s):
     "Parser for a list of synthetic fault names."

@@ -17,11 +17,12 @@ from .ingest import ingest, check_run_date
 from .store import Store
 from .clean import clean_bars
 from .features import compute_features
+from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
 from .quality import ticker_report, split_source_gaps, missing_sessions, gap_steps, output_gate, _dates_text
 
 # %% auto #0
-__all__ = ['log', 'PANEL_COLUMNS', 'TransformResult', 'map_tickers', 'transform', 'setup_logging', 'RunFailed', 'new_run_id',
-           'code_version', 'DailyRun', 'prune_runs', 'start_run']
+__all__ = ['log', 'PANEL_COLUMNS', 'TransformResult', 'map_tickers', 'transform', 'setup_logging', 'drift_stage', 'RunFailed',
+           'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #dc1e0022
 log = logging.getLogger('stock_nbs.pipeline')
@@ -169,6 +170,45 @@ def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     return path
 
 # %% ../nbs/09_pipeline.ipynb #6a9181ab
+def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir:Path|None=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    "Drift tests, per-ticker rollup and summary of one run; writes alerts, latest tests and the report."
+    d, store = settings.drift, Store(settings.data_dir)
+    levels = [f for f in d['features'] if is_level(f)]
+    if levels: log.warning("drift on levels %s: they are autocorrelated and trend, so their KS p-values are not trustworthy; prefer daily_return, abs_return, rsi_14, vol_ratio, close_sma, macd_norm", ', '.join(levels))
+    path = baseline_path(settings, interval)
+    frozen = d['baseline'] == 'frozen' or (d['baseline'] == 'auto' and path.exists())
+    base, meta = read_baseline(path) if frozen else (None, {})
+    rows = []
+    for t in tickers:
+        g = store.read('gold', interval, t)
+        if g is None or g.empty: continue
+        b = base[base.ticker == t] if base is not None else None
+        if b is not None and b.empty: log.warning("%s: not in the frozen baseline %s; run `stock-nbs baseline` to include it", t, path); continue
+        rows += test_ticker(g, t, d, b)
+    tests = decide(pd.DataFrame(rows), d)
+    roll = rollup(tests, d['retrain_share'])
+    folder = store.root/'drift'/interval
+    folder.mkdir(parents=True, exist_ok=True)
+    tests.assign(run_id=run_id).to_parquet(folder/'latest_tests.parquet', index=False)
+    alerts = tests[tests.drift].assign(run_id=run_id, detected_at=pd.Timestamp.now(tz='UTC'))
+    stored = save_alerts(alerts, folder/'alerts.parquet') if len(alerts) else None
+    summary = dict(status='drift' if len(alerts) else 'no drift', mode='frozen' if frozen else 'rolling',
+                   baseline=f"{meta.get('window_start')}..{meta.get('window_end')} (frozen {meta.get('created_at')})" if frozen else f"the {d['baseline_sessions']} sessions before the current window",
+                   current=f"last {d['current_sessions']} sessions", method=f"KS, {'BH at q <= ' + str(d['fdr']) if d['correction'] == 'bh' else 'per-test alpha ' + str(d['fdr'])}"
+                           + (', calibrated thresholds' if d['calibrate'] else ''),
+                   tests=len(tests), testable=int((tests.q_value < 1).sum()) if len(tests) else 0, drifted=len(alerts),
+                   retrain=roll[roll.recommendation == 'retrain'].ticker.tolist() if len(roll) else [],
+                   watch=roll[roll.recommendation == 'watch'].ticker.tolist() if len(roll) else [],
+                   alerts=json.loads(alerts.drop(columns=['detected_at']).head(100).to_json(orient='records', date_format='iso')),
+                   alerts_stored=0 if stored is None else len(stored))
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir/f'{run_id}_drift.html').write_text(drift_report_html(tests, roll, dict(run_id=run_id, **summary)))
+        summary['report'] = str(report_dir/f'{run_id}_drift.html')
+    if len(alerts) and d['hook']: summary['hook'] = run_hook(d['hook'], {k: summary[k] for k in ('status', 'drifted', 'retrain', 'watch', 'alerts')} | dict(run_id=run_id, interval=interval))
+    return tests, roll, summary
+
+# %% ../nbs/09_pipeline.ipynb #2a0c67af
 class RunFailed(StockNbsError):
     "The run failed: too many tickers failed, or the output gate did."
 
@@ -186,7 +226,7 @@ def code_version() -> dict:
     libs = {n: md.version(n) for n in ('pandas', 'numpy', 'pyarrow', 'ta-lib', 'yfinance', 'exchange_calendars')}
     return dict(stock_nbs=stock_nbs.__version__, git=git.stdout.strip() if git and git.returncode == 0 else None, python=platform.python_version(), **libs)
 
-# %% ../nbs/09_pipeline.ipynb #91b2b3a2
+# %% ../nbs/09_pipeline.ipynb #660d955f
 class DailyRun:
     "One pipeline run, stage by stage, holding the data root's lock until `finish`."
     def __init__(self, settings:Settings, run_date, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None):
@@ -198,11 +238,11 @@ class DailyRun:
         self.folder = Path(settings.run.runs_dir)/self.run_id
         self.started, self.timings = dt.datetime.now(dt.timezone.utc), {}
         self.ingest_report = self.result = None
-        self.drift_summary = {'status': 'not available yet (drift monitoring lands with its own issue)'}
+        self.drift_summary, self.drift_tests, self.drift_rollup = {'status': 'not run'}, None, None
         self.sync_summary = {'status': 'not requested'}
         self._stack = ExitStack()
 
-# %% ../nbs/09_pipeline.ipynb #2a0c67af
+# %% ../nbs/09_pipeline.ipynb #d0f54cdc
 def _open(self:DailyRun) -> DailyRun:
     "Create the run folder, attach the run's log and take the data root's lock."
     store = Store(self.settings.data_dir, self.settings.storage.fsync).ensure_writable()
@@ -223,7 +263,7 @@ def _timed(self:DailyRun, stage:str, fn, *args, **kw):
     finally: self.timings[stage] = round(time.perf_counter() - t0, 3)
 DailyRun.open, DailyRun._timed = _open, _timed
 
-# %% ../nbs/09_pipeline.ipynb #660d955f
+# %% ../nbs/09_pipeline.ipynb #9844a6f2
 def _run_ingest(self:DailyRun, progress=None) -> pd.DataFrame:
     "Stage 1: fetch new bars into bronze (and the daily FX series an intraday run's USD tickers need)."
     s, fx = self.settings, self.settings.universe.fx_ticker
@@ -238,15 +278,20 @@ def _run_transform(self:DailyRun, progress=None) -> TransformResult:
     self.timings.update(self.result.timings)
     return self.result
 
+def _run_drift(self:DailyRun) -> dict:
+    "Stage 6: drift tests against the baseline, alerts, report, hook."
+    self.drift_tests, self.drift_rollup, self.drift_summary = self._timed('drift', drift_stage, self.settings, self.tickers, self.interval, self.run_id, Path(self.settings.run.reports_dir))
+    return self.drift_summary
+
 def _run_sync(self:DailyRun) -> dict:
-    "Stage 6: sync to PostgreSQL/Supabase when requested (not in this version: says so instead of pretending)."
+    "Stage 7: sync to PostgreSQL/Supabase when requested (not in this version: says so instead of pretending)."
     if self.sync_requested:
         log.warning("--sync requested, but sync to PostgreSQL/Supabase is not part of this version yet; nothing was sent")
         self.sync_summary = {'status': 'requested but not available in this version; nothing was sent'}
     return self.sync_summary
-DailyRun.ingest, DailyRun.transform, DailyRun.sync = _run_ingest, _run_transform, _run_sync
+DailyRun.ingest, DailyRun.transform, DailyRun.drift, DailyRun.sync = _run_ingest, _run_transform, _run_drift, _run_sync
 
-# %% ../nbs/09_pipeline.ipynb #9844a6f2
+# %% ../nbs/09_pipeline.ipynb #ade63e94
 def _ticker_status(self:DailyRun) -> pd.DataFrame:
     "One row per ticker: status, errors by stage, rows per layer, bars added, quality score."
     df = pd.DataFrame({'ticker': self.tickers})
@@ -264,7 +309,7 @@ def _ticker_status(self:DailyRun) -> pd.DataFrame:
     return df
 DailyRun.ticker_status = _ticker_status
 
-# %% ../nbs/09_pipeline.ipynb #1615ae0d
+# %% ../nbs/09_pipeline.ipynb #3fa284d9
 def _status(self:DailyRun) -> tuple[str, list]:
     "Run status (ok, degraded or failed) and the reasons for it."
     t = self.ticker_status()
@@ -292,7 +337,7 @@ def _manifest(self:DailyRun) -> dict:
                 artifacts=dict(folder=str(self.folder), log=str(self.folder/'run.log'), dataset=str(self.result.dataset) if self.result and self.result.dataset else None))
 DailyRun.status, DailyRun.manifest = _status, _manifest
 
-# %% ../nbs/09_pipeline.ipynb #ade63e94
+# %% ../nbs/09_pipeline.ipynb #6c9f5f49
 def _finish(self:DailyRun) -> dict:
     "Write `manifest.json`, release the lock and the run log, prune old runs; the manifest."
     m = self.manifest()
@@ -314,9 +359,10 @@ def prune_runs(settings:Settings):
     runs, reports = Path(settings.run.runs_dir), Path(settings.run.reports_dir)
     folders = sorted(p for p in runs.glob('*') if (p/'manifest.json').exists()) if runs.is_dir() else []
     for old in folders[:-settings.run.keep_runs]:
-        shutil.rmtree(old, ignore_errors=True); (reports/f'{old.name}.html').unlink(missing_ok=True)
+        shutil.rmtree(old, ignore_errors=True)
+        for r in reports.glob(f'{old.name}*.html'): r.unlink(missing_ok=True)
 
-# %% ../nbs/09_pipeline.ipynb #6c9f5f49
+# %% ../nbs/09_pipeline.ipynb #9e16242b
 def start_run(settings_path=None, run_date=None, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None) -> DailyRun:
     "Load settings (papermill parameters override them), validate the parameters, open the run."
     settings = load_settings(settings_path, {'source.kind': source, 'source.interval': interval})
