@@ -7,12 +7,13 @@ STAMP  := $(VENV)/.installed-stamp
 # pip reaches the package index only; its "Location ... is ignored" lines are noise here
 PIP_QUIET := 2>&1 | grep -v "is ignored" || true
 
-.PHONY: install demo test check-notebooks nbtest pytest clean-data help drift-eval
+.PHONY: install demo test check-notebooks nbtest pytest clean-data help drift-eval db db-stop
 
 help:
 	@echo "make demo   - install, then run the daily pipeline (papermill notebook) offline on the synthetic source for the default universe"
 	@echo "make test   - install, check notebooks are clean and the library matches them, run nbdev-test and pytest"
 	@echo "make drift-eval - false-alarm and detection rates of the drift monitor on simulated data"
+	@echo "make db     - start a local PostgreSQL (.pgdata/) to try sync; make db-stop stops it"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,8 +39,21 @@ check-notebooks: install
 nbtest: install
 	cd nbs && ../$(BIN)/nbdev-test --n-workers 2
 
+# A throwaway PostgreSQL for the database tests (tools/pg.sh); without server binaries the database tests
+# skip locally and fail in CI (CI=true).
 pytest: install
-	$(BIN)/pytest
+	@pgdir=$$(mktemp -d /tmp/stock_nbs_pg.XXXXXX); \
+	if url=$$(tools/pg.sh start $$pgdir); then echo "test database: $$url"; export STOCK_NBS_TEST_DATABASE_URL=$$url; \
+	else echo "no PostgreSQL for the database tests (install: apt-get install -y postgresql)"; fi; \
+	$(BIN)/pytest; rc=$$?; tools/pg.sh stop $$pgdir; rm -rf $$pgdir; exit $$rc
+
+# A local PostgreSQL to try sync without Supabase: data in .pgdata/, stop with `make db-stop`
+db:
+	@[ -d .pgdata/data ] && echo "already initialised; starting" ; \
+	url=$$(tools/pg.sh start $$PWD/.pgdata 5433) && echo "export DATABASE_URL=$$url   # then: .venv/bin/stock-nbs db migrate && .venv/bin/stock-nbs sync"
+
+db-stop:
+	tools/pg.sh stop $$PWD/.pgdata
 
 test: check-notebooks nbtest pytest
 

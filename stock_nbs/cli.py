@@ -13,7 +13,8 @@ from .pipeline import transform, setup_logging
 from .store import Store
 
 # %% auto #0
-__all__ = ['cmd_ingest', 'cmd_transform', 'cmd_run', 'cmd_status', 'cmd_baseline', 'cmd_drift_eval', 'cmd_settings', 'main']
+__all__ = ['cmd_ingest', 'cmd_transform', 'cmd_run', 'cmd_status', 'cmd_baseline', 'cmd_drift_eval', 'cmd_sync', 'cmd_db',
+           'cmd_settings', 'main']
 
 # %% ../nbs/10_cli.ipynb #f60d30f3
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser('drift-eval', parents=[common], help='false-alarm and detection rates of the drift settings on simulated data')
     ev.add_argument('--runs', type=int, default=200, metavar='N', help='simulated runs per case (default 200)')
     ev.add_argument('--tickers', type=int, default=60, metavar='N', help='tickers per simulated universe (default 60)')
+    sy = sub.add_parser('sync', parents=[common], help='send new or changed gold rows and drift alerts to PostgreSQL (DATABASE_URL) or Supabase REST')
+    sy.add_argument('--dry-run', action='store_true', help='count what would be sent; send nothing')
+    sy.add_argument('--full', action='store_true', help='send every row again (after the database was restored or emptied)')
+    sy.add_argument('--interval', choices=INTERVALS, help='override [source] interval')
+    db = sub.add_parser('db', parents=[common], help='database schema: `stock-nbs db migrate`')
+    db.add_argument('action', choices=['migrate'], help='apply the schema migrations not yet applied')
     sub.add_parser('settings', parents=[common], help='show the settings in force and where each value comes from')
     return p
 
@@ -162,6 +169,31 @@ def cmd_drift_eval(a) -> int:
     print(f"goals: false alarms <= 5%, detection >= 80%\nresults: {out}")
     return 0
 
+def cmd_sync(a) -> int:
+    "`stock-nbs sync`: 0 when every pending row landed, 1 when some were refused by the schema."
+    from stock_nbs.config import load_secrets
+    from stock_nbs.sync import sync
+    settings = load_settings(a.settings, {'source.interval': a.interval})
+    setup_logging(settings)
+    rep = sync(settings, load_secrets(settings), settings.source.interval, a.dry_run, a.full)
+    verb = 'would send' if rep.dry_run else 'sent'
+    print(f"sync to {rep.target} {rep.table}: {rep.pending} rows new or changed since the last sync, {verb} {rep.sent}"
+          + ('' if rep.dry_run else f" ({rep.inserted} inserted, {rep.updated} updated) and {rep.alerts} drift alerts in {rep.seconds:.1f} s")
+          + (f"; migrations applied: {', '.join(rep.migrations)}" if rep.migrations else ''))
+    for r in rep.rejected[:50]: print(f"  REFUSED {r['ticker']} {r['date']}: {r['reason']} (kept locally)")
+    if len(rep.rejected) > 50: print(f"  ... and {len(rep.rejected) - 50} more")
+    return 1 if rep.rejected else 0
+
+def cmd_db(a) -> int:
+    "`stock-nbs db migrate`: apply pending migrations."
+    from stock_nbs.config import load_secrets
+    from stock_nbs.sync import connect, migrate, redact, SyncError
+    url = load_secrets(load_settings(a.settings)).get('DATABASE_URL')
+    if not url: raise SyncError("stock-nbs db migrate needs DATABASE_URL in the environment or .env")
+    with connect(url) as conn: applied = migrate(conn)
+    print(f"{redact(url)}: " + (f"applied {', '.join(applied)}" if applied else 'schema up to date'))
+    return 0
+
 def cmd_settings(a) -> int:
     "`stock-nbs settings`: every value in force and where it comes from."
     s = load_settings(a.settings)
@@ -178,7 +210,7 @@ def main(argv=None) -> int:
     "Entry point of `stock-nbs`; errors caused by input print one clear message and exit 2."
     a = _parser().parse_args(argv)
     commands = {'run': cmd_run, 'status': cmd_status, 'ingest': cmd_ingest, 'transform': cmd_transform, 'baseline': cmd_baseline,
-                'drift-eval': cmd_drift_eval, 'settings': cmd_settings}
+                'drift-eval': cmd_drift_eval, 'sync': cmd_sync, 'db': cmd_db, 'settings': cmd_settings}
     try: return commands[a.command](a)
     except StockNbsError as e: print(f"error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt: print("interrupted", file=sys.stderr); return 130

@@ -226,6 +226,13 @@ SPEC = {
     'retrain_share': Key(_number(float, 0.01, 1), '0.5', "recommend retrain when at least this share of a ticker's features drift"),
     'hook': Key(str, '', "command run with the drift summary as JSON on stdin when anything drifts (empty: none)"),
   },
+  'sync': {
+    'target': Key(_choice('auto', 'postgres', 'rest'), 'auto', "auto: PostgreSQL when DATABASE_URL is set, else Supabase REST with SUPABASE_URL and SUPABASE_KEY"),
+    'batch_size': Key(_number(int, 1, 100000), '1000', "rows per REST upsert (the seeds: 1000)"),
+    'copy_batch_rows': Key(_number(int, 1000, 10_000_000), '200000', "rows per COPY + upsert transaction on the PostgreSQL path"),
+    'retries': Key(_number(int, 0, 10), '3', "retries of a batch after a lost connection or HTTP error"),
+    'backoff_seconds': Key(_number(float, 0), '1', "first retry wait; doubles each retry"),
+  },
   'storage': {
     'data_dir': Key(str, 'data', "root of the bronze/silver/gold Parquet layers", is_path=True),
     'fsync': Key(_bool, 'true', "flush each Parquet file to disk before it replaces the old one (crash-safe on power loss)"),

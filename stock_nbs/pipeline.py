@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
-from .config import Settings, StockNbsError, market_of, load_settings, _tickers
+from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers
 from .ingest import ingest, check_run_date
 from .store import Store
 from .clean import clean_bars
@@ -284,10 +284,15 @@ def _run_drift(self:DailyRun) -> dict:
     return self.drift_summary
 
 def _run_sync(self:DailyRun) -> dict:
-    "Stage 7: sync to PostgreSQL/Supabase when requested (not in this version: says so instead of pretending)."
-    if self.sync_requested:
-        log.warning("--sync requested, but sync to PostgreSQL/Supabase is not part of this version yet; nothing was sent")
-        self.sync_summary = {'status': 'requested but not available in this version; nothing was sent'}
+    "Stage 7: when requested, send new or changed gold rows and drift alerts to PostgreSQL/Supabase; a failure is reported, local data stays."
+    if not self.sync_requested: return self.sync_summary
+    from stock_nbs.sync import sync
+    try:
+        rep = self._timed('sync', sync, self.settings, load_secrets(self.settings), self.interval)
+        self.sync_summary = dict(status='ok', **rep.summary())
+    except Exception as e:  # the run reports it and fails; the next sync sends what this one did not
+        log.error("sync failed: %s", e)
+        self.sync_summary = dict(status='failed', error=str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}")
     return self.sync_summary
 DailyRun.ingest, DailyRun.transform, DailyRun.drift, DailyRun.sync = _run_ingest, _run_transform, _run_drift, _run_sync
 
@@ -316,6 +321,7 @@ def _status(self:DailyRun) -> tuple[str, list]:
     share, limit = (t.status == 'failed').mean(), self.settings.run.max_failure_share
     reasons = [f"{share:.1%} of tickers failed, more than [run] max_failure_share = {limit:.0%}"] if share > limit else []
     if self.result is None: reasons.append('the transform stage did not run')
+    if self.sync_summary.get('status') == 'failed': reasons.append(f"sync failed: {self.sync_summary.get('error')}")
     elif self.result.gate: reasons += [f"output gate: {g}" for g in self.result.gate]
     return ('failed' if reasons else 'degraded' if share else 'ok'), reasons
 

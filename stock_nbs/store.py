@@ -140,9 +140,16 @@ def _as_bound(x, dtype:pa.DataType):
     tz = getattr(dtype, 'tz', None)
     return (ts.tz_localize(tz) if ts.tz is None else ts.tz_convert(tz)) if tz else ts
 
-def load_features(tickers=None, start=None, end=None, columns=None, interval:str='1d', settings:Settings|None=None) -> pd.DataFrame:
-    "Gold features of `tickers` (default all) between `start` and `end` (inclusive), as a long frame sorted by (ticker, date)."
+def load_features(tickers=None, start=None, end=None, columns=None, interval:str='1d', settings:Settings|None=None, source:str='local') -> pd.DataFrame:
+    "Gold features of `tickers` (default all) between `start` and `end` (inclusive), as a long frame sorted by (ticker, date); `source='postgres'` reads the synced database."
     settings = settings or load_settings()
+    if source == 'postgres':
+        from stock_nbs.config import load_secrets
+        from stock_nbs.sync import read_postgres
+        url = load_secrets(settings).get('DATABASE_URL')
+        if not url: raise StoreError("source='postgres' needs DATABASE_URL in the environment or .env")
+        return read_postgres(url, tickers, start, end, columns, interval)
+    if source != 'local': raise StoreError(f"source must be 'local' or 'postgres', not {source!r}")
     path = Store(settings.data_dir).consolidated_path(interval)
     if not path.exists(): raise StoreError(f"no consolidated {interval} dataset at {path}; run `stock-nbs transform` (or `make demo`) first")
     schema = pq.read_schema(path)

@@ -12,7 +12,7 @@ CLI = [str(Path(sys.executable).parent/'stock-nbs')]  # the console script a use
 def isolated_env(monkeypatch, tmp_path):
     "No STOCK_NBS_* or secret variables leak in from the shell, and the working directory is a fresh folder."
     for k in list(os.environ):
-        if k.startswith('STOCK_NBS') and k != 'STOCK_NBS_UPSTOX_DIR' or k in ('DATABASE_URL', 'SUPABASE_URL', 'SUPABASE_KEY'):
+        if k.startswith('STOCK_NBS') and k not in ('STOCK_NBS_UPSTOX_DIR', 'STOCK_NBS_TEST_DATABASE_URL') or k in ('DATABASE_URL', 'SUPABASE_URL', 'SUPABASE_KEY'):
             monkeypatch.delenv(k)
     monkeypatch.chdir(tmp_path)
 
@@ -43,3 +43,18 @@ def run_cli(*args, env=None, cwd=None, check=None):
     p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=e, cwd=cwd, timeout=300)
     if check is not None: assert p.returncode == check, f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
     return p
+
+
+@pytest.fixture
+def pg_url():
+    "URL of a fresh, empty database on the test server that `make test` starts (dropped afterwards)."
+    admin = os.environ.get('STOCK_NBS_TEST_DATABASE_URL')
+    if not admin:
+        msg = 'no test database: run the suite through `make test`, which starts a throwaway PostgreSQL'
+        if os.environ.get('CI') == 'true': pytest.fail(msg)
+        pytest.skip(msg)
+    import psycopg, uuid
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as c: c.execute(f'CREATE DATABASE {name}')
+    yield admin.rsplit('/', 1)[0] + '/' + name
+    with psycopg.connect(admin, autocommit=True) as c: c.execute(f'DROP DATABASE {name} WITH (FORCE)')
