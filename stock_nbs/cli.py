@@ -14,7 +14,7 @@ from .store import Store
 
 # %% auto #0
 __all__ = ['cmd_ingest', 'cmd_transform', 'cmd_run', 'cmd_status', 'cmd_baseline', 'cmd_drift_eval', 'cmd_sync', 'cmd_db',
-           'cmd_settings', 'main']
+           'dashboard_command', 'cmd_dashboard', 'cmd_settings', 'main']
 
 # %% ../nbs/10_cli.ipynb #f60d30f3
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument('--interval', choices=INTERVALS, help='override [source] interval')
     db = sub.add_parser('db', parents=[common], help='database schema: `stock-nbs db migrate`')
     db.add_argument('action', choices=['migrate'], help='apply the schema migrations not yet applied')
+    da = sub.add_parser('dashboard', parents=[common], help='serve the Voila monitoring dashboard (nbs/dashboard.ipynb)')
+    da.add_argument('--port', type=int, default=8866, help='port (default 8866)')
+    da.add_argument('--ip', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine only)')
     sub.add_parser('settings', parents=[common], help='show the settings in force and where each value comes from')
     return p
 
@@ -194,6 +197,23 @@ def cmd_db(a) -> int:
     print(f"{redact(url)}: " + (f"applied {', '.join(applied)}" if applied else 'schema up to date'))
     return 0
 
+def dashboard_command(settings:Settings, port:int=8866, ip:str='127.0.0.1') -> tuple[list, dict]:
+    "The voila command line and environment serving the dashboard for `settings`."
+    from stock_nbs.run import daily_notebook
+    nb = daily_notebook().with_name('dashboard.ipynb')
+    env = {**os.environ, **({'STOCK_NBS_SETTINGS': str(settings.path)} if settings.path else {})}
+    cmd = [str(Path(sys.executable).with_name('voila')), str(nb), '--no-browser', f'--port={port}', f'--Voila.ip={ip}',
+           '--theme=light', f'--Voila.root_dir={nb.parent}']
+    return cmd, env
+
+def cmd_dashboard(a) -> int:
+    "`stock-nbs dashboard`: run Voila until interrupted."
+    import subprocess
+    settings = load_settings(a.settings)
+    cmd, env = dashboard_command(settings, a.port, a.ip)
+    print(f"dashboard: http://{a.ip}:{a.port}/  (settings {settings.path or 'built-in defaults'}; Ctrl-C stops it)", flush=True)
+    return subprocess.call(cmd, env=env)
+
 def cmd_settings(a) -> int:
     "`stock-nbs settings`: every value in force and where it comes from."
     s = load_settings(a.settings)
@@ -210,7 +230,7 @@ def main(argv=None) -> int:
     "Entry point of `stock-nbs`; errors caused by input print one clear message and exit 2."
     a = _parser().parse_args(argv)
     commands = {'run': cmd_run, 'status': cmd_status, 'ingest': cmd_ingest, 'transform': cmd_transform, 'baseline': cmd_baseline,
-                'drift-eval': cmd_drift_eval, 'sync': cmd_sync, 'db': cmd_db, 'settings': cmd_settings}
+                'drift-eval': cmd_drift_eval, 'sync': cmd_sync, 'db': cmd_db, 'dashboard': cmd_dashboard, 'settings': cmd_settings}
     try: return commands[a.command](a)
     except StockNbsError as e: print(f"error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt: print("interrupted", file=sys.stderr); return 130

@@ -1,0 +1,111 @@
+"""The Voila dashboard in a real headless Chromium: every panel renders offline, the ticker picker changes the chart."""
+import os, re, signal, socket, subprocess, time, urllib.request
+from pathlib import Path
+import pytest
+from conftest import REPO, run_cli
+from stock_nbs.config import load_settings
+from stock_nbs.cli import dashboard_command
+
+CHROMIUM = '/usr/bin/chromium'
+ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync']
+SHOTS = REPO/'reports'/'dashboard'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp('dash')
+    ini = root/'settings.ini'
+    ini.write_text("[universe]\ntickers = TCS.NS INFY.NS SBIN.NS AAPL USDINR=X BAD.NS\n[source]\nkind = synthetic\nstart = 2023-01-01\n"
+                   "synthetic_faults = nan spike placeholder\n[quality]\nmin_rows = 100\n[storage]\ndata_dir = data\nfsync = false\n")
+    (root/'data'/'bronze'/'1d').mkdir(parents=True)
+    (root/'data'/'bronze'/'1d'/'BAD.NS.parquet').write_bytes(b'not parquet')
+    run_cli('run', '--settings', ini, '--date', '2024-06-28', check=0)
+    port = free_port()
+    cmd, env = dashboard_command(load_settings(ini, env={}), port)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f'http://127.0.0.1:{port}/'
+    for _ in range(120):
+        try: urllib.request.urlopen(url, timeout=2); break
+        except OSError: time.sleep(0.5)
+    else:
+        proc.kill(); pytest.fail('voila did not answer within 60 s:\n' + proc.stdout.read())
+    yield url, root
+    os.killpg(proc.pid, signal.SIGTERM); proc.wait(timeout=30)
+
+
+@pytest.fixture
+def page(served):
+    from playwright.sync_api import sync_playwright
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={'width': 1400, 'height': 1000})
+        pg.on('pageerror', lambda e: errors.append(f'page error: {e}'))
+        pg.on('console', lambda m: errors.append(f'console {m.type}: {m.text}') if m.type == 'error' else None)
+        pg.on('requestfailed', lambda r: errors.append(f'request failed: {r.url}'))
+        yield pg, errors
+        browser.close()
+
+
+def real_errors(errors):
+    "Every error except the offline CDN request for fontawesome CSS (cosmetic)."
+    return [e for e in errors if 'fontawesome' not in e.lower() and 'font-awesome' not in e.lower()
+            and not re.search(r'console error: Failed to load resource: net::ERR_(NAME_NOT_RESOLVED|INTERNET_DISCONNECTED|CONNECTION_REFUSED)', e)]
+
+
+def test_every_panel_renders_offline_and_the_ticker_picker_changes_the_chart(served, page):
+    url, root = served
+    pg, errors = page
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    pg.goto(url, wait_until='domcontentloaded')
+    pg.wait_for_selector('.panel-explore .js-plotly-plot', timeout=60_000)
+    first_chart = time.monotonic() - t0
+    for panel in ('health', 'quality', 'drift', 'explore'):
+        pg.wait_for_selector(f'.panel-{panel}', timeout=30_000)
+    pg.wait_for_selector('.panel-health .js-plotly-plot', timeout=30_000)
+    pg.wait_for_selector('.panel-drift .js-plotly-plot', timeout=30_000)
+    text = pg.inner_text('body')
+    assert 'Last run DEGRADED' in text and '5 of 6 tickers ok' in text and 'BAD.NS' in text
+    assert 'quality_score' in pg.inner_text('.panel-quality') and 'TCS.NS' in pg.inner_text('.panel-quality')
+    assert 'Baseline:' in pg.inner_text('.panel-drift')
+    pg.screenshot(path=str(SHOTS/'dashboard_full.png'), full_page=True)
+    title = lambda: pg.eval_on_selector('.panel-explore .js-plotly-plot',   # the trace as plotly.js holds it, and the price axis it drew
+                                        'el => el._fullData[0].name + "|" + el._fullData[0].close.length + "|" + Array.from(el.querySelectorAll(".ytick text")).slice(0, 3).map(t => t.textContent).join(",")')
+    before = title()
+    assert before.startswith('AAPL|')
+    pg.select_option('.panel-explore select', 'SBIN.NS')
+    pg.wait_for_function("() => { const el = document.querySelector('.panel-explore .js-plotly-plot'); return el && el.data && el.data[0].name === 'SBIN.NS'; }", timeout=30_000)
+    after = title()
+    assert after.startswith('SBIN.NS|') and after.split('|')[2] != before.split('|')[2]
+    pg.locator('.panel-explore').screenshot(path=str(SHOTS/'dashboard_explore_sbin.png'))
+    pg.locator('.panel-drift').screenshot(path=str(SHOTS/'dashboard_drift.png'))
+    assert real_errors(errors) == [], real_errors(errors)
+    assert first_chart < 60                                             # generous: the timing target lives in the benchmark
+
+
+def test_without_any_run_the_dashboard_says_what_to_run(tmp_path, page):
+    ini = tmp_path/'settings.ini'
+    ini.write_text("[universe]\ntickers = TCS.NS\n[storage]\ndata_dir = data\n")
+    port = free_port()
+    cmd, env = dashboard_command(load_settings(ini, env={}), port)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        for _ in range(120):
+            try: urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=2); break
+            except OSError: time.sleep(0.5)
+        pg, errors = page
+        pg.goto(f'http://127.0.0.1:{port}/', wait_until='domcontentloaded')
+        pg.wait_for_selector('.panel-explore', timeout=60_000)
+        text = pg.inner_text('body')
+        assert 'No run yet. Start one with stock-nbs run' in text and 'No gold data yet' in text and 'Traceback' not in text
+        pg.screenshot(path=str(SHOTS/'dashboard_empty.png'), full_page=True)
+        assert real_errors(errors) == [], real_errors(errors)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM); proc.wait(timeout=30)
