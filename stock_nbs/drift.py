@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from scipy import stats
 from .config import Settings, StockNbsError
+from .store import atomic_write
 
 # %% auto #0
 __all__ = ['log', 'DERIVED', 'LEVELS', 'DRIFT_COLUMNS', 'ALERT_KEY', 'SEEDS_RAW', 'DriftError', 'is_level', 'feature_frame',
@@ -107,9 +108,7 @@ def write_baseline(rows:pd.DataFrame, path:Path, meta:dict) -> Path:
     "Write baseline rows with their window metadata, atomically."
     table = pa.Table.from_pandas(rows, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b'stock_nbs_baseline': json.dumps(meta, default=str).encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp'); pq.write_table(table, tmp); tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 def read_baseline(path:Path) -> tuple[pd.DataFrame, dict]:
     "Baseline rows and their metadata (window, created_at, features)."
@@ -177,8 +176,7 @@ def save_alerts(alerts:pd.DataFrame, path:Path) -> pd.DataFrame:
     old = pq.read_table(path).to_pandas() if path.exists() else None
     both = alerts if old is None else pd.concat([old, alerts], ignore_index=True)
     both = both.drop_duplicates(ALERT_KEY, keep='last').sort_values(['current_end', 'ticker', 'feature'], ignore_index=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp'); both.to_parquet(tmp, index=False); tmp.replace(path)
+    atomic_write(path, lambda tmp: both.to_parquet(tmp, index=False))
     return both
 
 def run_hook(command:str, summary:dict, timeout:float=60) -> dict:

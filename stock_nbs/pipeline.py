@@ -14,7 +14,7 @@ import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers
 from .ingest import ingest, check_run_date
-from .store import Store
+from .store import Store, atomic_write
 from .clean import clean_bars
 from .features import compute_features
 from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
@@ -122,8 +122,7 @@ def _store_quality(store:Store, interval:str, rep:pd.DataFrame, summary:dict) ->
     "Write the per-ticker report (Parquet) and the summary (JSON) atomically; the folder."
     folder = store.root/'quality'/interval
     store._write_table(pa.Table.from_pandas(rep, preserve_index=False), folder/'ticker_report.parquet')
-    tmp = folder/'.summary.json.tmp'
-    tmp.write_text(json.dumps(summary, indent=1, default=str)); tmp.replace(folder/'summary.json')
+    atomic_write(folder/'summary.json', lambda tmp: tmp.write_text(json.dumps(summary, indent=1, default=str)))
     return folder
 
 def transform(settings:Settings, tickers=None, interval:str|None=None, progress:bool|None=None, today=None, lock:bool=True) -> TransformResult:
@@ -347,8 +346,7 @@ DailyRun.status, DailyRun.manifest = _status, _manifest
 def _finish(self:DailyRun) -> dict:
     "Write `manifest.json`, release the lock and the run log, prune old runs; the manifest."
     m = self.manifest()
-    tmp = self.folder/'.manifest.json.tmp'
-    tmp.write_text(json.dumps(m, indent=1, default=str)); tmp.replace(self.folder/'manifest.json')
+    atomic_write(self.folder/'manifest.json', lambda tmp: tmp.write_text(json.dumps(m, indent=1, default=str)))
     log.info("run %s finished: %s in %.1f s", self.run_id, m['status'], m['duration_s'])
     self._stack.close()
     prune_runs(self.settings)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 from .config import Settings, StockNbsError
 from .pipeline import new_run_id
+from .store import atomic_write
 
 # %% auto #0
 __all__ = ['daily_notebook', 'RunOutcome', 'render_report', 'execute_run', 'run_history']
@@ -51,9 +52,7 @@ def render_report(notebook:Path, out:Path) -> Path:
     import nbformat
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, exclude_raw=True)
     html, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix('.html.tmp'); tmp.write_text(html); tmp.replace(out)
-    return out
+    return atomic_write(out, lambda tmp: tmp.write_text(html))
 
 def _error_line(e:Exception) -> str:
     "The last line of a papermill execution error (the exception the cell raised)."

@@ -12,7 +12,7 @@ from filelock import FileLock, Timeout
 from .config import StockNbsError, Settings, load_settings
 
 # %% auto #0
-__all__ = ['LAYERS', 'LOCK_NAME', 'log', 'CONSOLIDATED_NAME', 'StoreError', 'Store', 'load_features']
+__all__ = ['LAYERS', 'LOCK_NAME', 'log', 'CONSOLIDATED_NAME', 'StoreError', 'Store', 'atomic_write', 'load_features']
 
 # %% ../nbs/02_store.ipynb #adb81042
 LAYERS = ('bronze', 'silver', 'gold')
@@ -46,22 +46,32 @@ def _read(self:Store, layer:str, interval:str, ticker:str, columns:list|None=Non
     except (OSError, pa.ArrowException) as e:
         raise StoreError(f"{p} is unreadable ({e}); move it aside and re-run to fetch the ticker again") from None
 
-def _write(self:Store, df:pd.DataFrame, layer:str, interval:str, ticker:str) -> Path:
-    "Write `df` atomically (temporary file, then rename); returns the path."
-    p = self.path(layer, interval, ticker)
-    tmp = p.with_name(f'.{p.name}.{uuid.uuid4().hex[:8]}.tmp')
+def atomic_write(path:Path, write) -> Path:
+    "Write `path` atomically: `write(tmp)` fills a temporary file beside it, which then replaces `path`."
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:8]}.tmp')
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-        if self.fsync:
-            with open(tmp, 'rb') as f: os.fsync(f.fileno())
-        os.replace(tmp, p)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {p}: {e.strerror or e}; check free space and permissions of {self.root}") from None
+        raise StoreError(f"cannot write {path}: {e.strerror or e}; check free space and permissions of {path.parent}") from None
     except BaseException: tmp.unlink(missing_ok=True); raise
-    return p
-Store.read, Store.write = _read, _write
+    return path
+
+def _write_table(self:Store, table:pa.Table, path:Path, **kw) -> Path:
+    "Write an Arrow table atomically to `path` (flushed to disk first when the store fsyncs)."
+    def write(tmp):
+        pq.write_table(table, tmp, **kw)
+        if self.fsync:
+            with open(tmp, 'rb') as f: os.fsync(f.fileno())
+    return atomic_write(path, write)
+
+def _write(self:Store, df:pd.DataFrame, layer:str, interval:str, ticker:str) -> Path:
+    "Write `df` atomically (temporary file, then rename); returns the path."
+    return self._write_table(pa.Table.from_pandas(df, preserve_index=False), self.path(layer, interval, ticker))
+Store.read, Store.write, Store._write_table = _read, _write, _write_table
 
 # %% ../nbs/02_store.ipynb #802aef74
 def _ensure_writable(self:Store) -> Store:
@@ -108,19 +118,6 @@ def _consolidated_path(self:Store, interval:str='1d') -> Path:
     "Where the consolidated dataset of `interval` lives."
     return self.root/'consolidated'/interval/CONSOLIDATED_NAME
 
-def _write_table(self:Store, table:pa.Table, path:Path, **kw) -> Path:
-    "Write an Arrow table atomically to `path`."
-    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:8]}.tmp')
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp, **kw)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {path}: {e.strerror or e}; check free space and permissions of {self.root}") from None
-    except BaseException: tmp.unlink(missing_ok=True); raise
-    return path
-
 def _consolidate(self:Store, interval:str='1d', tickers=None) -> Path:
     "Join the gold files of `tickers` (default all) into the consolidated dataset, sorted by (ticker, date)."
     tickers = sorted(tickers if tickers is not None else self.tickers('gold', interval))
@@ -131,7 +128,7 @@ def _consolidate(self:Store, interval:str='1d', tickers=None) -> Path:
                   for t in tables]  # (pandas metadata would bring the first ticker's timezone back)
     table = pa.concat_tables(tables, promote_options='default')
     return self._write_table(table, self.consolidated_path(interval), row_group_size=64 * 1024)
-Store.consolidated_path, Store._write_table, Store.consolidate = _consolidated_path, _write_table, _consolidate
+Store.consolidated_path, Store.consolidate = _consolidated_path, _consolidate
 
 # %% ../nbs/02_store.ipynb #893191b2
 def _as_bound(x, dtype:pa.DataType):

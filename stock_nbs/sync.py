@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from tenacity import Retrying, stop_after_attempt, wait_exponential, retry_if_exception_type
 from .config import Settings, StockNbsError, Secrets
+from .store import atomic_write
 
 # %% auto #0
 __all__ = ['log', 'COLUMNS', 'LIMITS', 'CHECKS', 'MIGRATIONS', 'ALERT_COLUMNS', 'SyncError', 'redact', 'connect', 'migrate',
@@ -138,8 +139,7 @@ def load_state(path:Path) -> pd.DataFrame:
 
 def save_state(path:Path, state:pd.DataFrame):
     "Write the sync state atomically."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp'); state.to_parquet(tmp, index=False); tmp.replace(path)
+    atomic_write(path, lambda tmp: state.to_parquet(tmp, index=False))
 
 def pending(df:pd.DataFrame, state:pd.DataFrame) -> pd.DataFrame:
     "Rows of `df` new or changed since `state` (with their hash)."
