@@ -7,12 +7,13 @@ STAMP  := $(VENV)/.installed-stamp
 # pip reaches the package index only; its "Location ... is ignored" lines are noise here
 PIP_QUIET := 2>&1 | grep -v "is ignored" || true
 
-.PHONY: install demo test check-notebooks nbtest pytest clean-data help drift-eval db db-stop
+.PHONY: install demo test check-notebooks nbtest pytest clean-data help drift-eval db db-stop bench
 
 help:
 	@echo "make demo   - install, then run the daily pipeline (papermill notebook) offline on the synthetic source for the default universe"
 	@echo "make test   - install, check notebooks are clean and the library matches them, run nbdev-test and pytest"
 	@echo "make drift-eval - false-alarm and detection rates of the drift monitor on simulated data"
+	@echo "make bench  - cost per stage at 60, 600 and 5,000 tickers, incremental day, sync, reads, daily run"
 	@echo "make db     - start a local PostgreSQL (.pgdata/) to try sync; make db-stop stops it"
 
 $(STAMP): pyproject.toml
@@ -57,6 +58,11 @@ db-stop:
 	tools/pg.sh stop $$PWD/.pgdata
 
 test: check-notebooks nbtest pytest
+
+# Cost per stage at 60, 600 and 5,000 tickers x 10 years, incremental day, sync, reads, daily run (~10 min);
+# writes reports/bench.json and reports/bench.md
+bench: install
+	$(BIN)/python tools/bench.py
 
 # False-alarm and detection rates of the drift monitor on simulated data (~5 min); writes reports/drift_eval.json
 drift-eval: install

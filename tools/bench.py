@@ -1,0 +1,149 @@
+"""`make bench`: cost per stage of the pipeline on synthetic universes; writes reports/bench.json and reports/bench.md.
+
+Each universe size runs in its own process so its peak memory is its own. Timings are wall seconds on this
+machine; targets (2-core machine) are printed beside them. Not part of the test suite: speed is measured here,
+not asserted.
+"""
+import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+import numpy as np, pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+END = pd.Timestamp('2025-11-20')          # a fixed run date: results comparable between runs of the benchmark
+
+
+def settings(root, n, **over):
+    from stock_nbs.config import load_settings
+    tick = ' '.join(f'B{i:04d}.NS' for i in range(n))
+    return load_settings(None, env={}, overrides={'universe.tickers': tick, 'source.kind': 'synthetic', 'storage.data_dir': str(root),
+                                                  'source.start': str((END - pd.DateOffset(years=10)).date()), 'quality.min_rows': '100', **over})
+
+
+def peak_mb():
+    return round(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1)
+
+
+def one(n, root, incremental):
+    "Full rebuild of n tickers x 10 years (and optionally an incremental day): stage timings and peak memory."
+    from stock_nbs.ingest import ingest
+    from stock_nbs.pipeline import transform
+    s = settings(root, n)
+    out = {}
+    t0 = time.perf_counter(); rep = ingest(s, run_date=END, progress=False); out['ingest'] = time.perf_counter() - t0
+    t0 = time.perf_counter(); res = transform(s, progress=False, today=END); out['transform_total'] = time.perf_counter() - t0
+    out.update({f'transform.{k}': v for k, v in res.timings.items()})
+    out['full_total'] = out['ingest'] + out['transform_total']
+    out['rows_gold'] = int(res.tickers.gold_rows.sum()); out['peak_rss_mb'] = peak_mb()
+    if incremental:
+        day = END + pd.offsets.BDay(1)
+        t0 = time.perf_counter(); ingest(s, run_date=day, progress=False); a = time.perf_counter() - t0
+        t0 = time.perf_counter(); transform(s, progress=False, today=day); b = time.perf_counter() - t0
+        out.update(incremental_ingest=a, incremental_transform=b, incremental_total=a + b, incremental_share=(a + b) / out['full_total'])
+        out['incremental_equals_full_recompute'] = check_exact(s)
+    return out
+
+
+def check_exact(s, k=25):
+    "Indicators after the incremental day equal a full recompute from the silver history (sample of tickers)."
+    from stock_nbs.store import Store
+    from stock_nbs.features import compute_features
+    st = Store(s.data_dir)
+    for t in np.random.default_rng(0).choice(s.universe.tickers, k, replace=False):
+        fresh = compute_features(st.read('silver', '1d', t), t, s.features)
+        if not fresh.equals(st.read('gold', '1d', t)): return False
+    return True
+
+
+def reads(root, n):
+    "load_features latency from the n-ticker store."
+    from stock_nbs.store import load_features
+    s = settings(root, n)
+    def best(f, k=15):
+        ts = []
+        for _ in range(k): t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+        return float(np.median(ts))
+    return {'one_ticker_one_year_ms': 1000 * best(lambda: load_features('B0042.NS', start=END - pd.DateOffset(years=1), end=END, settings=s)),
+            'all_tickers_one_month_ms': 1000 * best(lambda: load_features(start=END - pd.DateOffset(months=1), end=END, settings=s), 5)}
+
+
+def sync_bench(root, n_rows=1_000_000):
+    "Rows/s of syncing ~1M rows into a throwaway local PostgreSQL, and the time of a no-op re-sync."
+    from stock_nbs.config import Secrets
+    from stock_nbs.sync import sync
+    pgdir = tempfile.mkdtemp(prefix='bench_pg.')
+    try:
+        url = subprocess.run([str(REPO/'tools'/'pg.sh'), 'start', pgdir], capture_output=True, text=True, check=True).stdout.strip()
+    except subprocess.CalledProcessError as e:
+        return {'error': f'no PostgreSQL: {e.stderr.strip()}'}
+    try:
+        s = settings(root, 5000)
+        per = 2609  # rows per ticker in 10 years of business days
+        tickers = s.universe.tickers[:int(np.ceil(n_rows / per))]
+        t0 = time.perf_counter(); rep = sync(s, Secrets({'DATABASE_URL': url}), tickers=tickers); full = time.perf_counter() - t0
+        t0 = time.perf_counter(); again = sync(s, Secrets({'DATABASE_URL': url}), tickers=tickers); noop = time.perf_counter() - t0
+        return {'rows': rep.sent, 'seconds': full, 'rows_per_s': rep.sent / full, 'noop_resync_s': noop, 'noop_sent': again.sent}
+    finally:
+        subprocess.run([str(REPO/'tools'/'pg.sh'), 'stop', pgdir]); shutil.rmtree(pgdir, ignore_errors=True)
+
+
+def daily_run():
+    "The default daily run (papermill notebook, default universe, synthetic) end to end, first and second time."
+    root = Path(tempfile.mkdtemp(prefix='bench_run.'))
+    ini = root/'settings.ini'
+    ini.write_text((REPO/'settings.ini').read_text().replace('data_dir = data', f'data_dir = {root/"data"}')
+                   .replace('runs_dir = runs', f'runs_dir = {root/"runs"}').replace('reports_dir = reports', f'reports_dir = {root/"reports"}'))
+    cli = str(Path(sys.executable).with_name('stock-nbs'))
+    out = {}
+    for k in ('first_run_s', 'second_run_s'):
+        t0 = time.perf_counter()
+        p = subprocess.run([cli, 'run', '--settings', str(ini), '--source', 'synthetic', '--date', str(END.date())], capture_output=True, text=True)
+        out[k] = time.perf_counter() - t0
+        if p.returncode: out['error'] = p.stdout[-500:] + p.stderr[-500:]
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+TARGETS = {'5000 full rebuild (s)': 120, '5000 peak RSS (MB)': 4096, 'incremental share of full': 0.15, 'sync rows/s': 50_000,
+           'load_features one ticker-year (ms)': 100, 'default daily run (s)': 30}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument('--sizes', default='60,600,5000'); ap.add_argument('--one', type=int); ap.add_argument('--root'); ap.add_argument('--incremental', action='store_true')
+    a = ap.parse_args()
+    if a.one:
+        print(json.dumps(one(a.one, Path(a.root), a.incremental))); return
+    sizes = [int(x) for x in a.sizes.split(',')]
+    res, roots = {'machine': dict(cores=os.cpu_count()), 'run_date': str(END.date())}, {}
+    for n in sizes:
+        roots[n] = Path(tempfile.mkdtemp(prefix=f'bench_{n}.'))
+        cmd = [sys.executable, __file__, '--one', str(n), '--root', str(roots[n])] + (['--incremental'] if n == max(sizes) else [])
+        print(f'full rebuild, {n} tickers x 10 years ...', flush=True)
+        res[f'universe_{n}'] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    big = max(sizes)
+    print('reads ...', flush=True); res['load_features'] = reads(roots[big], big)
+    if big >= 400: print('sync 1M rows ...', flush=True); res['sync'] = sync_bench(roots[big])
+    print('daily run ...', flush=True); res['daily_run'] = daily_run()
+    for r in roots.values(): shutil.rmtree(r, ignore_errors=True)
+    u = res[f'universe_{big}']
+    got = {'5000 full rebuild (s)': u['full_total'], '5000 peak RSS (MB)': u['peak_rss_mb'], 'incremental share of full': u.get('incremental_share'),
+           'sync rows/s': res.get('sync', {}).get('rows_per_s'), 'load_features one ticker-year (ms)': res['load_features']['one_ticker_one_year_ms'],
+           'default daily run (s)': res['daily_run'].get('second_run_s')}
+    res['targets'] = {k: dict(target=TARGETS[k], measured=v, met=None if v is None else (v <= TARGETS[k] if 'rows/s' not in k else v >= TARGETS[k])) for k, v in got.items()}
+    out = REPO/'reports'
+    out.mkdir(exist_ok=True)
+    (out/'bench.json').write_text(json.dumps(res, indent=1, default=float))
+    lines = ['| stage | ' + ' | '.join(f'{n} tickers' for n in sizes) + ' |', '|---|' + '---|' * len(sizes)]
+    for k in [k for k in res[f'universe_{sizes[0]}'] if k not in ('incremental_equals_full_recompute',)]:
+        lines.append(f'| {k} | ' + ' | '.join(f"{res[f'universe_{n}'].get(k, float('nan')):.2f}" for n in sizes) + ' |')
+    lines += ['', '| target | goal | measured | met |', '|---|---|---|---|']
+    lines += [f"| {k} | {v['target']} | {v['measured'] if v['measured'] is None else round(v['measured'], 3)} | {v['met']} |" for k, v in res['targets'].items()]
+    lines += ['', f"incremental indicators equal a full recompute: {u.get('incremental_equals_full_recompute')}",
+              f"load_features all tickers x one month: {res['load_features']['all_tickers_one_month_ms']:.0f} ms",
+              f"sync: {json.dumps(res.get('sync'), default=float)}", f"daily run: {json.dumps(res['daily_run'], default=float)}"]
+    (out/'bench.md').write_text('\n'.join(lines) + '\n')
+    print('\n'.join(lines)); print(f'\nresults: {out/"bench.json"}, {out/"bench.md"}')
+
+
+if __name__ == '__main__':
+    main()
