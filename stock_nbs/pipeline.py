@@ -69,17 +69,20 @@ def _fx_silver(store:Store, settings:Settings, interval:str) -> pd.DataFrame|Non
     return None if bronze is None else clean_bars(bronze, fx_ticker, settings.clean)[0]
 
 # %% ../nbs/09_pipeline.ipynb #fc4e91e3
-def _pool_context() -> tuple[mp.context.BaseContext, int]:
-    "Multiprocessing context safe for this process, and the fewest tickers per worker worth starting it for."
-    if threading.active_count() == 1: return mp.get_context('fork'), 8
-    ctx = mp.get_context('forkserver'); ctx.set_forkserver_preload(['stock_nbs.pipeline'])
+def _pool_context() -> tuple[mp.context.BaseContext|None, int]:
+    "Multiprocessing context safe for this process (None: stay in-process), and the fewest tickers per worker worth starting it for."
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and t.name != 'tqdm_monitor']  # tqdm's idle monitor: workers never touch tqdm
+    if not others: return mp.get_context('fork'), 8
+    if getattr(sys.modules['__main__'], '__file__', None):  # a script: the fork server would re-run it unless it has a __main__ guard
+        return None, 0
+    ctx = mp.get_context('forkserver'); ctx.set_forkserver_preload(['stock_nbs.pipeline'])  # a kernel or REPL
     return ctx, 100
 
 def map_tickers(fn, items:list, workers:int, progress=None, desc:str='') -> list:
     "`fn` over `items` in `workers` processes (in-process for one worker or few items), with a progress bar."
     bar = tqdm(total=len(items), desc=desc, unit='ticker', disable=None if progress is None else not progress)
     ctx, per_worker = _pool_context()
-    if workers <= 1 or len(items) < per_worker * workers:
+    if ctx is None or workers <= 1 or len(items) < per_worker * workers:
         out = [fn(x) for x in items if not bar.update(1)]
     else:
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
