@@ -13,9 +13,9 @@ from .config import Settings, StockNbsError, Secrets
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['log', 'COLUMNS', 'LIMITS', 'CHECKS', 'MIGRATIONS', 'ALERT_COLUMNS', 'SyncError', 'redact', 'connect', 'migrate',
-           'db_frame', 'row_hashes', 'target_id', 'load_state', 'save_state', 'pending', 'SyncReport', 'sync_target',
-           'sync', 'sync_alerts', 'read_postgres']
+__all__ = ['log', 'COLUMNS', 'LIMITS', 'CHECKS', 'MIGRATIONS', 'ALERT_COLUMNS', 'ALERT_KEY', 'SyncError', 'redact', 'connect',
+           'migrate', 'db_frame', 'row_hashes', 'target_id', 'load_state', 'save_state', 'pending', 'SyncReport',
+           'sync_target', 'sync', 'alert_rows', 'rest_alerts', 'sync_alerts', 'read_postgres']
 
 # %% ../nbs/08_sync.ipynb #6a974443
 log = logging.getLogger('stock_nbs.sync')
@@ -250,7 +250,7 @@ def sync(settings:Settings, secrets:Secrets, interval:str='1d', dry_run:bool=Fal
         rep.sent += len(b); rep.inserted += ins; rep.updated += upd
         state = pd.concat([state, b[['ticker', 'date', 'hash']]]).drop_duplicates(['ticker', 'date'], keep='last')
         save_state(state_path, state)  # after each committed batch: a later failure keeps what landed
-    if kind == 'postgres' and interval == '1d': rep.alerts = sync_alerts(settings, url)
+    if interval == '1d': rep.alerts = retry(sync_alerts, settings, url) if kind == 'postgres' else retry(rest_alerts, client, settings)
     rep.seconds = round(time.perf_counter() - t0, 3)
     log.info("sync %s %s: %d pending, %d sent (%d inserted, %d updated), %d refused, %d alerts, %.1f s",
              rep.target, table, rep.pending, rep.sent, rep.inserted, rep.updated, len(rep.rejected), rep.alerts, rep.seconds)
@@ -260,14 +260,29 @@ def sync(settings:Settings, secrets:Secrets, interval:str='1d', dry_run:bool=Fal
 ALERT_COLUMNS = ['ticker', 'feature', 'method', 'p_value', 'q_value', 'statistic', 'wasserstein', 'alpha', 'threshold', 'baseline_sample_size',
                  'current_sample_size', 'baseline_start', 'baseline_end', 'current_start', 'current_end', 'run_id', 'detected_at']
 
+ALERT_KEY = ['ticker', 'feature', 'method', 'baseline_start', 'baseline_end', 'current_start', 'current_end']
+
+def alert_rows(settings:Settings) -> pd.DataFrame:
+    "The local drift alerts in model_health_alerts' columns (empty when there are none)."
+    path = settings.data_dir/'drift'/'1d'/'alerts.parquet'
+    if not path.exists(): return pd.DataFrame(columns=ALERT_COLUMNS)
+    a = pd.read_parquet(path).rename(columns={'baseline_n': 'baseline_sample_size', 'current_n': 'current_sample_size'})
+    return a.assign(alpha=settings.drift['fdr'], threshold=pd.to_numeric(a.threshold, errors='coerce'))[ALERT_COLUMNS]
+
+def rest_alerts(client, settings:Settings) -> int:
+    "Upsert the local drift alerts through PostgREST on their unique key; how many were sent."
+    a = alert_rows(settings)
+    if a.empty: return 0
+    for c in ('baseline_start', 'baseline_end', 'current_start', 'current_end'): a[c] = pd.to_datetime(a[c]).dt.strftime('%Y-%m-%d')
+    a['detected_at'] = pd.to_datetime(a.detected_at).map(lambda t: t.isoformat())
+    client.table('model_health_alerts').upsert(json.loads(a.to_json(orient='records')), on_conflict=','.join(ALERT_KEY)).execute()
+    return len(a)
+
 def sync_alerts(settings:Settings, url:str) -> int:
     "Upsert the local drift alerts into model_health_alerts; how many were sent."
-    path = settings.data_dir/'drift'/'1d'/'alerts.parquet'
-    if not path.exists(): return 0
-    a = pd.read_parquet(path).rename(columns={'baseline_n': 'baseline_sample_size', 'current_n': 'current_sample_size'})
-    a['alpha'] = settings.drift['fdr']
-    a = a.assign(threshold=pd.to_numeric(a.threshold, errors='coerce'))[ALERT_COLUMNS]
-    keys = ['ticker', 'feature', 'method', 'baseline_start', 'baseline_end', 'current_start', 'current_end']
+    a = alert_rows(settings)
+    if a.empty: return 0
+    keys = ALERT_KEY
     vals = [c for c in ALERT_COLUMNS if c not in keys]
     sql = (f"INSERT INTO model_health_alerts ({', '.join(ALERT_COLUMNS)}) VALUES ({', '.join(['%s'] * len(ALERT_COLUMNS))}) "
            f"ON CONFLICT ON CONSTRAINT model_health_alerts_unique DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in vals)}")

@@ -210,6 +210,14 @@ def test_rest_path_batches_upserts_with_on_conflict_and_retries(built, tmp_path,
     assert set(row) == set(COLUMNS) and isinstance(row['date'], str) and len(row['date']) == 10
     PostgREST.log = []
     assert sync(cfg, sec).sent == 0 and PostgREST.log == []                 # same change detection: nothing to send
+    from stock_nbs.pipeline import drift_stage
+    loose = load_settings(None, env={}, overrides={'universe.tickers': TICKERS, 'storage.data_dir': str(cfg.data_dir), 'drift.fdr': '0.5', 'drift.correction': 'none'})
+    n_alerts = drift_stage(loose, TICKERS.split(), '1d', 'run-r')[2]['drifted']
+    assert n_alerts > 0 and sync(loose, sec).alerts == n_alerts             # drift alerts go the REST way too
+    al = [c for c in PostgREST.log if c['path'] == '/rest/v1/model_health_alerts']
+    assert len(al) == 1 and al[0]['query']['on_conflict'] == ['ticker,feature,method,baseline_start,baseline_end,current_start,current_end']
+    assert len(al[0]['rows']) == n_alerts and al[0]['rows'][0]['current_end'] == '2024-06-28'
+    PostgREST.log = []
     dry = run_cli('sync', '--settings', _ini(cfg, tmp_path), '--dry-run', '--full', env={'SUPABASE_URL': rest_server, 'SUPABASE_KEY': 'k'}, check=0)
     assert f'would send {n}' in dry.stdout and PostgREST.log == []
 
