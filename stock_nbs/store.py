@@ -118,17 +118,27 @@ def _consolidated_path(self:Store, interval:str='1d') -> Path:
     "Where the consolidated dataset of `interval` lives."
     return self.root/'consolidated'/interval/CONSOLIDATED_NAME
 
+def _gold_table(self:Store, interval:str, ticker:str) -> pa.Table:
+    "One ticker's gold rows as Arrow; intraday stamps in UTC (tickers of different exchanges share one column)."
+    t = pq.read_table(self.path('gold', interval, ticker))
+    if interval == '1d': return t
+    t = t.set_column(t.schema.get_field_index('date'), 'date', t['date'].cast(pa.timestamp('ns', 'UTC')))
+    return t.replace_schema_metadata(None)  # (pandas metadata would bring the ticker's own timezone back)
+
 def _consolidate(self:Store, interval:str='1d', tickers=None) -> Path:
     "Join the gold files of `tickers` (default all) into the consolidated dataset, sorted by (ticker, date)."
-    tickers = sorted(tickers if tickers is not None else self.tickers('gold', interval))
-    tables = [pq.read_table(self.path('gold', interval, t)) for t in tickers if self.path('gold', interval, t).exists()]
-    if not tables: raise StoreError(f"no gold files under {self.root/'gold'/interval}; run `stock-nbs transform` first")
-    if interval != '1d':  # tickers of different exchanges carry different timezones: one column needs one, UTC
-        tables = [t.set_column(t.schema.get_field_index('date'), 'date', t['date'].cast(pa.timestamp('ns', 'UTC'))).replace_schema_metadata(None)
-                  for t in tables]  # (pandas metadata would bring the first ticker's timezone back)
-    table = pa.concat_tables(tables, promote_options='default')
-    return self._write_table(table, self.consolidated_path(interval), row_group_size=64 * 1024)
-Store.consolidated_path, Store.consolidate = _consolidated_path, _consolidate
+    tickers = [t for t in sorted(tickers if tickers is not None else self.tickers('gold', interval)) if self.path('gold', interval, t).exists()]
+    if not tickers: raise StoreError(f"no gold files under {self.root/'gold'/interval}; run `stock-nbs transform` first")
+    schema = self._gold_table(interval, tickers[0]).schema
+    def write(tmp):  # streamed in row groups of ~64k rows: memory holds one row group, not the whole universe
+        with pq.ParquetWriter(tmp, schema) as w:
+            buf, n = [], 0
+            for t in tickers:
+                buf.append(self._gold_table(interval, t).select(schema.names).cast(schema)); n += buf[-1].num_rows
+                if n >= 64 * 1024: w.write_table(pa.concat_tables(buf), row_group_size=n); buf, n = [], 0
+            if buf: w.write_table(pa.concat_tables(buf), row_group_size=n)
+    return atomic_write(self.consolidated_path(interval), write)
+Store.consolidated_path, Store._gold_table, Store.consolidate = _consolidated_path, _gold_table, _consolidate
 
 # %% ../nbs/02_store.ipynb #893191b2
 def _as_bound(x, dtype:pa.DataType):
