@@ -136,7 +136,7 @@ def _consolidate(self:Store, interval:str='1d', tickers=None) -> Path:
             for t in tickers:
                 buf.append(self._gold_table(interval, t).select(schema.names).cast(schema)); n += buf[-1].num_rows
                 if n >= 64 * 1024: w.write_table(pa.concat_tables(buf), row_group_size=n); buf, n = [], 0
-            if buf: w.write_table(pa.concat_tables(buf), row_group_size=n)
+            if n: w.write_table(pa.concat_tables(buf), row_group_size=n)  # (all empty: a valid file with the schema and no rows)
     return atomic_write(self.consolidated_path(interval), write)
 Store.consolidated_path, Store._gold_table, Store.consolidate = _consolidated_path, _gold_table, _consolidate
 
