@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from .config import StockNbsError, Settings, load_settings, SPEC, SOURCE_KINDS, INTERVALS, _tickers
 from .ingest import ingest
-from .pipeline import transform, setup_logging
+from .pipeline import transform, setup_logging, failure_share_problem
 from .store import Store
 
 # %% auto #0
@@ -94,9 +94,9 @@ def cmd_ingest(a) -> int:
     log_path = setup_logging(settings, a.verbose)
     rep = ingest(settings, tickers, run_date=run_date, progress=False if a.no_progress else None)
     print(_summary(rep, settings, settings.source.interval, settings.source.kind, run_date, log_path))
-    share, limit = (rep.status == 'failed').mean(), settings.run.max_failure_share
-    if share > limit: print(f"error: {share:.1%} of tickers failed, more than [run] max_failure_share = {limit:.0%}", file=sys.stderr); return 1
-    return 0
+    problem = failure_share_problem(rep.status, settings.run.max_failure_share)
+    if problem: print(f"error: {problem}", file=sys.stderr)
+    return 1 if problem else 0
 
 def _transform_summary(res, settings:Settings, interval:str) -> str:
     "Human summary of a transform."
@@ -125,10 +125,10 @@ def cmd_transform(a) -> int:
     setup_logging(settings, a.verbose)
     res = transform(settings, tickers, progress=False if a.no_progress else None)
     print(_transform_summary(res, settings, settings.source.interval))
-    share, limit = (res.tickers.status == 'failed').mean(), settings.run.max_failure_share
-    if share > limit: print(f"error: {share:.1%} of tickers failed, more than [run] max_failure_share = {limit:.0%}", file=sys.stderr)
+    problem = failure_share_problem(res.tickers.status, settings.run.max_failure_share)
+    if problem: print(f"error: {problem}", file=sys.stderr)
     if res.gate: print("error: the output gate failed; the consolidated dataset is written but not fit to use", file=sys.stderr)
-    return 1 if share > limit or res.gate else 0
+    return 1 if problem or res.gate else 0
 
 def cmd_run(a) -> int:
     "`stock-nbs run`: execute the daily-run notebook; the run's exit status (0 ok or degraded, 1 failed)."

@@ -21,8 +21,8 @@ from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_base
 from .quality import ticker_report, split_source_gaps, missing_sessions, gap_steps, output_gate, _dates_text
 
 # %% auto #0
-__all__ = ['log', 'PANEL_COLUMNS', 'TransformResult', 'map_tickers', 'transform', 'setup_logging', 'drift_stage', 'RunFailed',
-           'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
+__all__ = ['log', 'PANEL_COLUMNS', 'TransformResult', 'map_tickers', 'transform', 'setup_logging', 'drift_stage',
+           'failure_share_problem', 'RunFailed', 'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #dc1e0022
 log = logging.getLogger('stock_nbs.pipeline')
@@ -95,9 +95,9 @@ def _quality(bars:dict, counts:dict, settings:Settings, today, intraday:bool=Fal
     "Per-ticker quality reports and the run summary from silver bars and clean counts."
     q = dict(settings.quality)
     if intraday: q['step_volume'] = float('inf')  # intraday volume swings with the time of day: no step rule
-    missing = {t: missing_sessions(b.date, market_of(t).calendar)[0] for t, b in bars.items()}
-    wide, _ = split_source_gaps({t: m for t, m in missing.items() if market_of(t).calendar == 'XBOM'}, q['source_gap_share'])
-    rows = [ticker_report(b, t, q, counts[t], wide, today) for t, b in bars.items()]
+    sessions = {t: missing_sessions(b.date, market_of(t).calendar) for t, b in bars.items()}  # once per ticker: calendars are not free
+    wide, _ = split_source_gaps({t: m for t, (m, _) in sessions.items() if market_of(t).calendar == 'XBOM'}, q['source_gap_share'])
+    rows = [ticker_report(b, t, q, counts[t], wide, today, sessions[t]) for t, b in bars.items()]
     markets = ({market_of(t).calendar for t in bars} - {None}) if not intraday else set()  # gaps net of each exchange's own market move; overnight gaps are a daily notion
     steps = pd.concat([gap_steps({t: b for t, b in bars.items() if market_of(t).calendar == m}, q['gap_sigmas']) for m in sorted(markets)]
                       or [gap_steps({}, 1)], ignore_index=True)
@@ -180,11 +180,12 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     path = baseline_path(settings, interval)
     frozen = d['baseline'] == 'frozen' or (d['baseline'] == 'auto' and path.exists())
     base, meta = read_baseline(path) if frozen else (None, {})
+    per_ticker = dict(tuple(base.groupby('ticker'))) if base is not None else {}
     rows = []
     for t in tickers:
         g = store.read('gold', interval, t)
         if g is None or g.empty: continue
-        b = base[base.ticker == t] if base is not None else None
+        b = per_ticker.get(t, base.iloc[:0]) if base is not None else None
         if b is not None and b.empty: log.warning("%s: not in the frozen baseline %s; run `stock-nbs baseline` to include it", t, path); continue
         rows += test_ticker(g, t, d, b)
     tests = decide(pd.DataFrame(rows), d)
@@ -211,6 +212,11 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     return tests, roll, summary
 
 # %% ../nbs/09_pipeline.ipynb #2a0c67af
+def failure_share_problem(statuses:pd.Series, limit:float) -> str|None:
+    "The message when more than `limit` of the tickers failed, else None (the one rule ingest, transform and run share)."
+    share = float((statuses == 'failed').mean()) if len(statuses) else 0.0
+    return f"{share:.1%} of tickers failed, more than [run] max_failure_share = {limit:.0%}" if share > limit else None
+
 class RunFailed(StockNbsError):
     "The run failed: too many tickers failed, or the output gate did."
 
@@ -320,12 +326,12 @@ DailyRun.ticker_status = _ticker_status
 def _status(self:DailyRun) -> tuple[str, list]:
     "Run status (ok, degraded or failed) and the reasons for it."
     t = self.ticker_status()
-    share, limit = (t.status == 'failed').mean(), self.settings.run.max_failure_share
-    reasons = [f"{share:.1%} of tickers failed, more than [run] max_failure_share = {limit:.0%}"] if share > limit else []
+    problem = failure_share_problem(t.status, self.settings.run.max_failure_share)
+    reasons = [problem] if problem else []
     if self.result is None: reasons.append('the transform stage did not run')
     if self.sync_summary.get('status') == 'failed': reasons.append(f"sync failed: {self.sync_summary.get('error')}")
     elif self.result.gate: reasons += [f"output gate: {g}" for g in self.result.gate]
-    return ('failed' if reasons else 'degraded' if share else 'ok'), reasons
+    return ('failed' if reasons else 'degraded' if (t.status == 'failed').any() else 'ok'), reasons
 
 def _manifest(self:DailyRun) -> dict:
     "Everything the run did, as JSON-able data (no secrets: parameters and settings only)."

@@ -121,10 +121,10 @@ def _dates_text(dates, n:int=5) -> str:
     dates = [pd.Timestamp(d).strftime('%Y-%m-%d') for d in dates]
     return ', '.join(dates[:n]) + (f' (+{len(dates) - n})' if len(dates) > n else '')
 
-def ticker_report(silver:pd.DataFrame, ticker:str, q, clean_counts:dict|None=None, source_gaps=(), today=None) -> dict:
-    "Quality of one ticker's silver bars under the `[quality]` settings `q`: one report row."
+def ticker_report(silver:pd.DataFrame, ticker:str, q, clean_counts:dict|None=None, source_gaps=(), today=None, sessions=None) -> dict:
+    "Quality of one ticker's silver bars under the `[quality]` settings `q`: one report row (`sessions`: its `missing_sessions` if already known)."
     clean_counts = clean_counts or {}
-    miss, extra = missing_sessions(silver.date, market_of(ticker).calendar)
+    miss, extra = sessions or missing_sessions(silver.date, market_of(ticker).calendar)
     ticker_miss = miss.difference(pd.DatetimeIndex(source_gaps))
     stale, steps, fut = stale_runs(silver.close, silver.date, q['stale_sessions']), step_changes(silver, q['step_price'], q['step_volume']), future_dates(silver.date, today)
     flagged = int(silver[[c for c in _FLAGGED if c in silver]].any(axis=1).sum())

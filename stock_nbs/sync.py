@@ -133,9 +133,9 @@ def _state_path(settings:Settings, url:str, table:str) -> Path:
     "Where the sync state of (target, table) lives."
     return settings.data_dir/'sync'/target_id(url)/f'{table}.parquet'
 
-def load_state(path:Path) -> pd.DataFrame:
-    "Last-sent hash per (ticker, date)."
-    return pq.read_table(path).to_pandas() if path.exists() else pd.DataFrame({'ticker': pd.Series(dtype=str), 'date': pd.Series(dtype='datetime64[ns]'), 'hash': pd.Series(dtype='uint64')})
+def load_state(path:Path|None) -> pd.DataFrame:
+    "Last-sent hash per (ticker, date); empty for no path (a full re-send) or no file yet."
+    return pq.read_table(path).to_pandas() if path is not None and path.exists() else pd.DataFrame({'ticker': pd.Series(dtype=str), 'date': pd.Series(dtype='datetime64[ns]'), 'hash': pd.Series(dtype='uint64')})
 
 def save_state(path:Path, state:pd.DataFrame):
     "Write the sync state atomically."
@@ -226,7 +226,7 @@ def sync(settings:Settings, secrets:Secrets, interval:str='1d', dry_run:bool=Fal
     filters = [('ticker', 'in', list(tickers))] if tickers else None
     df = db_frame(pq.read_table(path, columns=list(COLUMNS), filters=filters).to_pandas())
     state_path = _state_path(settings, url, table)
-    state = load_state(state_path) if not full else load_state(Path('/nonexistent'))
+    state = load_state(None if full else state_path)
     todo = pending(df, state)
     reason = _violations(todo)
     rep = SyncReport(redact(url) if kind == 'postgres' else url, table, pending=len(todo), dry_run=dry_run,
