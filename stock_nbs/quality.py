@@ -17,11 +17,12 @@ __all__ = ['REQUIRED_COLUMNS', 'validate_ohlc', 'detect_outliers', 'check_data_f
 # %% ../nbs/06_quality.ipynb #6f8d3307
 def validate_ohlc(df:pd.DataFrame) -> tuple[bool, list[str]]:
     "Open-high-low-close relationships and positive closes: (is_valid, errors)."
+    o, h, l, c = (df[k].to_numpy(dtype=np.float64, na_value=np.nan) for k in ('open', 'high', 'low', 'close'))
     errors = []
-    if (df['high'] < df['low']).any(): errors.append(f"High < Low violation detected ({int((df['high'] < df['low']).sum())} rows)")
-    if ((df['high'] < df['open']) | (df['high'] < df['close'])).any(): errors.append("High not >= Open/Close")
-    if ((df['low'] > df['open']) | (df['low'] > df['close'])).any(): errors.append("Low not <= Open/Close")
-    if (df['close'] <= 0).any(): errors.append("Non-positive close prices found")
+    if (n := int((h < l).sum())): errors.append(f"High < Low violation detected ({n} rows)")
+    if ((h < o) | (h < c)).any(): errors.append("High not >= Open/Close")
+    if ((l > o) | (l > c)).any(): errors.append("Low not <= Open/Close")
+    if (c <= 0).any(): errors.append("Non-positive close prices found")
     return len(errors) == 0, errors
 
 def detect_outliers(df:pd.DataFrame, method:str='iqr', threshold:float=3.0, columns=('open', 'high', 'low', 'close', 'volume')) -> dict:
@@ -50,25 +51,35 @@ def _calendar(code:str):
         warnings.simplefilter('ignore', DeprecationWarning)
         return xc.get_calendar(code, start='2000-01-01')
 
+@lru_cache(maxsize=64)
+def _sessions_in(code:str, start:pd.Timestamp, end:pd.Timestamp) -> pd.DatetimeIndex:
+    "Sessions of `code` in [start, end] (cached: most tickers of a universe share their first and last day)."
+    cal = _calendar(code)
+    start, end = max(start, cal.first_session), min(end, cal.last_session)
+    return cal.sessions_in_range(start, end).tz_localize(None) if start <= end else pd.DatetimeIndex([])
+
 def expected_sessions(code:str|None, start, end) -> pd.DatetimeIndex|None:
     "Sessions of calendar `code` within [start, end] (clipped to what it knows); None without a calendar."
-    if code is None: return None
-    cal = _calendar(code)
-    start, end = max(pd.Timestamp(start), cal.first_session), min(pd.Timestamp(end), cal.last_session)
-    return cal.sessions_in_range(start, end).tz_localize(None) if start <= end else pd.DatetimeIndex([])
+    return None if code is None else _sessions_in(code, pd.Timestamp(start), pd.Timestamp(end))
 
 def session_days(dates:pd.Series) -> pd.DatetimeIndex:
     "Distinct local trading days of daily dates or intraday stamps."
-    d = dates.dt.tz_localize(None) if dates.dt.tz is not None else dates
-    return pd.DatetimeIndex(d.dt.normalize().unique()).sort_values()
+    d = dates.dt.tz_localize(None) if getattr(dates.dtype, 'tz', None) is not None else dates
+    x = d.to_numpy().astype('datetime64[D]').view('int64')  # integers: numpy sorts datetimes ~10x slower
+    x = x[np.r_[True, x[1:] != x[:-1]]] if len(x) and (x[1:] >= x[:-1]).all() else np.unique(x)  # stored bars are sorted: no sort needed
+    return pd.DatetimeIndex(x.astype('datetime64[D]').astype('datetime64[ns]'))
+
+def _days_not_in(a:pd.DatetimeIndex, b:pd.DatetimeIndex) -> pd.DatetimeIndex:
+    "Days of sorted, distinct `a` that `b` lacks (numpy: Index.difference costs ~0.2 ms, paid per ticker)."
+    return pd.DatetimeIndex(np.setdiff1d(a.to_numpy(), b.to_numpy(), assume_unique=True))
 
 def missing_sessions(dates:pd.Series, code:str|None) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex]:
     "(sessions the calendar has and the data lacks, days the data has and the calendar lacks) between the first and last date."
     days = session_days(dates)
-    exp = expected_sessions(code, days.min(), days.max()) if len(days) else None
+    exp = expected_sessions(code, days[0], days[-1]) if len(days) else None
     if exp is None: return pd.DatetimeIndex([]), pd.DatetimeIndex([])
     known = days[days <= _calendar(code).last_session.tz_localize(None)]
-    return exp.difference(days), known.difference(exp)
+    return _days_not_in(exp, days), _days_not_in(known, exp)
 
 # %% ../nbs/06_quality.ipynb #3fb4b6c1
 def split_source_gaps(missing:dict, share:float) -> tuple[list, dict]:
@@ -81,19 +92,24 @@ def split_source_gaps(missing:dict, share:float) -> tuple[list, dict]:
 # %% ../nbs/06_quality.ipynb #4c710737
 def stale_runs(close:pd.Series, dates:pd.Series, n:int) -> pd.DataFrame:
     "Runs of at least `n` sessions with an unchanged close: start, end, sessions."
-    same = close.diff().eq(0).to_numpy()
-    run_id = np.cumsum(~same)  # a run = a bar and the bars repeating its close
-    runs = pd.DataFrame({'run': run_id, 'date': dates.to_numpy()}).groupby('run').date.agg(['first', 'last', 'size'])
-    runs = runs[runs['size'] >= n]
-    return pd.DataFrame({'start': runs['first'].to_numpy(), 'end': runs['last'].to_numpy(), 'sessions': runs['size'].to_numpy()})
+    c, d = close.to_numpy(dtype=np.float64, na_value=np.nan), dates.to_numpy()
+    first = np.flatnonzero(np.r_[True, np.diff(c) != 0]) if len(c) else np.zeros(0, int)  # a run = a bar and the bars repeating its close
+    size = np.diff(np.r_[first, len(c)])
+    first, size = first[size >= n], size[size >= n]
+    return pd.DataFrame({'start': d[first], 'end': d[first + size - 1], 'sessions': size})
 
 def step_changes(df:pd.DataFrame, price:float=0.5, volume:float=3.0) -> pd.DataFrame:
     "Days whose close moved more than `price` or volume more than `volume` times: date, kind, change."
-    pc = df.close.pct_change(fill_method=None)
-    vc = df.volume.replace(0, np.nan).pct_change(fill_method=None)
-    parts = [pd.DataFrame({'date': df.date[m], 'kind': k, 'change': c[m]}) for k, c, m in
-             [('price', pc, pc.abs() > price), ('volume', vc, vc.abs() > volume)]]
-    return pd.concat(parts, ignore_index=True).sort_values('date', ignore_index=True)
+    def change(x):  # pct_change without pandas: this runs for every ticker
+        x = np.asarray(x, dtype=np.float64)
+        with np.errstate(divide='ignore', invalid='ignore'): return np.r_[np.nan, x[1:] / x[:-1] - 1] if len(x) else x
+    pc, v = change(df.close.to_numpy(dtype=np.float64, na_value=np.nan)), df.volume.to_numpy(dtype=np.float64, na_value=np.nan)
+    vc = change(np.where(v == 0, np.nan, v))
+    d = df.date.to_numpy()
+    with np.errstate(invalid='ignore'): hits = [(k, c, np.abs(c) > lim) for k, c, lim in (('price', pc, price), ('volume', vc, volume))]
+    out = pd.DataFrame({'date': np.concatenate([d[m] for _, _, m in hits]), 'kind': np.concatenate([np.full(m.sum(), k, dtype=object) for k, _, m in hits]),
+                        'change': np.concatenate([c[m] for _, c, m in hits])})
+    return out.sort_values('date', kind='stable', ignore_index=True)
 
 def future_dates(dates:pd.Series, today=None) -> pd.DatetimeIndex:
     "Trading days after `today`."
@@ -127,14 +143,15 @@ def ticker_report(silver:pd.DataFrame, ticker:str, q, clean_counts:dict|None=Non
     miss, extra = sessions or missing_sessions(silver.date, market_of(ticker).calendar)
     ticker_miss = miss.difference(pd.DatetimeIndex(source_gaps))
     stale, steps, fut = stale_runs(silver.close, silver.date, q['stale_sessions']), step_changes(silver, q['step_price'], q['step_volume']), future_dates(silver.date, today)
-    flagged = int(silver[[c for c in _FLAGGED if c in silver]].any(axis=1).sum())
+    flags = [silver[c].to_numpy(dtype=bool) for c in _FLAGGED if c in silver]
+    flagged = int(np.logical_or.reduce(flags).sum()) if flags else 0
     dropped = sum(v for k, v in clean_counts.items() if k.endswith('_dropped') and not k.startswith('duplicates'))
     problems = len(ticker_miss) + dropped + flagged + int(stale.sessions.sum()) + steps.date.nunique() + len(fut)
     expected = max(len(session_days(silver.date)) + len(ticker_miss), 1)
     ok, ohlc_errors = validate_ohlc(silver) if len(silver) else (True, [])
     return dict(ticker=ticker, rows=len(silver), first_date=silver.date.min(), last_date=silver.date.max(),
                 missing_sessions=len(ticker_miss), missing_dates=_dates_text(ticker_miss), source_gap_sessions=len(miss) - len(ticker_miss),
-                extra_sessions=len(extra), null_rows=int(silver[['open', 'high', 'low', 'close', 'volume']].isna().any(axis=1).sum()),
+                extra_sessions=len(extra), null_rows=int(np.isnan(np.column_stack([silver[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in ('open', 'high', 'low', 'close', 'volume')])).any(axis=1).sum()),
                 ohlc_valid=ok, ohlc_errors='; '.join(ohlc_errors), flagged_rows=flagged, dropped_rows=dropped,
                 stale_runs=len(stale), stale_sessions=int(stale.sessions.sum()), steps=len(steps), step_dates=_dates_text(steps.date.unique()),
                 future_dates=len(fut), clean_counts=json.dumps(clean_counts),

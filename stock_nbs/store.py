@@ -38,11 +38,16 @@ class Store:
         return sorted(p.stem for p in d.glob('*.parquet')) if d.is_dir() else []
 
 # %% ../nbs/02_store.ipynb #923e5544
+def _read_file(path:Path, columns:list|None=None) -> pa.Table:
+    "One Parquet file as Arrow, single-threaded: per-ticker files are small, and pool workers already use every core."
+    # ParquetFile, not read_table: the dataset machinery and thread pools cost ~1.5 ms per small file
+    with pq.ParquetFile(path, pre_buffer=False) as f: return f.read(columns=columns, use_threads=False)
+
 def _read(self:Store, layer:str, interval:str, ticker:str, columns:list|None=None) -> pd.DataFrame|None:
     "The stored frame (optionally only `columns`), or None when there is none."
     p = self.path(layer, interval, ticker)
     if not p.exists(): return None
-    try: return pq.read_table(p, columns=columns).to_pandas()
+    try: return _read_file(p, columns).to_pandas(use_threads=False)
     except (OSError, pa.ArrowException) as e:
         raise StoreError(f"{p} is unreadable ({e}); move it aside and re-run to fetch the ticker again") from None
 
@@ -72,7 +77,7 @@ def _write_table(self:Store, table:pa.Table, path:Path, **kw) -> Path:
 
 def _write(self:Store, df:pd.DataFrame, layer:str, interval:str, ticker:str) -> Path:
     "Write `df` atomically (temporary file, then rename); returns the path."
-    return self._write_table(pa.Table.from_pandas(df, preserve_index=False), self.path(layer, interval, ticker))
+    return self._write_table(pa.Table.from_pandas(df, preserve_index=False, nthreads=1), self.path(layer, interval, ticker))
 Store.read, Store.write, Store._write_table = _read, _write, _write_table
 
 # %% ../nbs/02_store.ipynb #802aef74
@@ -122,7 +127,7 @@ def _consolidated_path(self:Store, interval:str='1d') -> Path:
 
 def _gold_table(self:Store, interval:str, ticker:str) -> pa.Table:
     "One ticker's gold rows as Arrow; intraday stamps in UTC (tickers of different exchanges share one column)."
-    t = pq.read_table(self.path('gold', interval, ticker))
+    t = _read_file(self.path('gold', interval, ticker))
     if interval == '1d': return t
     t = t.set_column(t.schema.get_field_index('date'), 'date', t['date'].cast(pa.timestamp('ns', 'UTC')))
     return t.replace_schema_metadata(None)  # (pandas metadata would bring the ticker's own timezone back)
