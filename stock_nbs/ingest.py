@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_ingest.ipynb #d8664fd9
 from __future__ import annotations
-import logging, datetime as dt
+import itertools, logging, datetime as dt
 from contextlib import nullcontext
 from dataclasses import dataclass
 import numpy as np, pandas as pd
@@ -12,6 +12,7 @@ from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a wa
 from .config import Settings, StockNbsError, market_of
 from .sources import FetchResult, VALUE_COLUMNS, BRONZE_COLUMNS, is_intraday, make_source, to_bronze
 from .store import Store
+from .workers import TickerPool
 
 # %% auto #0
 __all__ = ['log', 'FETCH_CHUNK', 'REPORT_COLUMNS', 'merge_bars', 'fetch_start', 'check_run_date', 'ingest']
@@ -70,7 +71,6 @@ def _ingest_one(store:Store, interval:str, ticker:str, stored, fetched, start, e
         return _row(ticker, 'unchanged', start, end, total=len(stored), last=stored.date.iloc[-1])
     merged, st = merge_bars(stored, fetched)
     if stored is None or st['rows_added'] or st['values_changed']: store.write(merged, 'bronze', interval, ticker)
-    log.info("%s: %d bars fetched, %d added, %d values changed, %d stored", ticker, len(fetched), st['rows_added'], st['values_changed'], len(merged))
     status = 'updated' if (st['rows_added'] or st['values_changed']) else 'unchanged'
     return _row(ticker, status, start, end, len(fetched), st['rows_added'], st['values_changed'], len(merged), merged.date.iloc[-1])
 
@@ -110,25 +110,37 @@ def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval
         groups, failed = _plan(store, interval, tickers, settings.source.overlap_sessions, _first_start(settings, interval, end))
         rows = [_row(t, 'failed', None, end, error=e) for t, e in failed.items()]
         bar = tqdm(total=len(tickers) - len(failed), desc=f'ingest {interval}', unit='ticker', disable=None if progress is None else not progress)
-        for start, group in sorted(groups.items()):
-            for i in range(0, len(group), FETCH_CHUNK):
-                rows += _ingest_group(store, source, interval, group[i:i + FETCH_CHUNK], start, end, bar)
-        bar.close()
+        with TickerPool(settings.run.workers, len(tickers) - len(failed)) as pool, bar:  # the source is asked here; merges and writes go to the workers
+            queued = []  # the chunk whose merges the workers are doing while the next one is fetched
+            for start, group in sorted(groups.items()):
+                for i in range(0, len(group), FETCH_CHUNK):
+                    queued.append(_ingest_group(store, source, interval, group[i:i + FETCH_CHUNK], start, end, pool, bar))
+                    if len(queued) > 1: rows += _logged(queued.pop(0))
+            for q in queued: rows += _logged(q)
     return pd.DataFrame(rows, columns=REPORT_COLUMNS).set_index('ticker').loc[tickers].reset_index()
 
 # %% ../nbs/03_ingest.ipynb #e7b04b1d
-def _ingest_group(store, source, interval, group, start, end, bar) -> list:
-    "Fetch one group of tickers sharing a start day and merge each; failures stay per ticker."
+def _merge_task(args) -> dict:
+    "`_ingest_one` for a worker, reading the stored bars itself: never raises, a failure is the row's error."
+    store, interval, t, fetched, start, end = args
+    try: return _ingest_one(store, interval, t, store.read('bronze', interval, t), fetched, start, end)
+    except Exception as e:  # one ticker's merge or write must not stop the others; the report names it
+        return _row(t, 'failed', start, end, error=str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}")
+
+def _ingest_group(store, source, interval, group, start, end, pool:TickerPool, bar):
+    "Fetch one group of tickers sharing a start day and hand their merges to `pool`; an iterator of report rows (failures stay per ticker)."
     if start > end: res = FetchResult()  # up to date already (overlap 0): nothing to ask the source
     else:
         try: res = source.fetch(group, start, end, interval)
         except StockNbsError as e: res = FetchResult(failed={t: str(e) for t in group})
-    rows = []
-    for t in group:
-        if t in res.failed: log.warning("%s: %s", t, res.failed[t]); rows.append(_row(t, 'failed', start, end, error=res.failed[t]))
-        else:
-            try: rows.append(_ingest_one(store, interval, t, store.read('bronze', interval, t), res.bars.get(t), start, end))
-            except Exception as e:  # one ticker's merge or write must not stop the others; the report names it
-                log.exception("%s: ingest failed", t); rows.append(_row(t, 'failed', start, end, error=f"{type(e).__name__}: {e}"))
-        bar.update(1)
+    failed = [_row(t, 'failed', start, end, error=res.failed[t]) for t in group if t in res.failed]
+    bar.update(len(failed))
+    return itertools.chain(failed, pool.imap(_merge_task, [(store, interval, t, res.bars.get(t), start, end) for t in group if t not in res.failed], bar))
+
+def _logged(rows) -> list:
+    "The report rows, each logged (here: a worker's log records would not reach a kernel's handlers)."
+    rows = list(rows)
+    for r in rows:
+        if r['status'] == 'failed': log.warning("%s: %s", r['ticker'], r['error'])
+        else: log.info("%s: %d bars fetched, %d added, %d values changed, %d stored", r['ticker'], r['rows_fetched'], r['rows_added'], r['values_changed'], r['rows_total'])
     return rows

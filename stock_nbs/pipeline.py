@@ -4,8 +4,7 @@
 
 # %% ../nbs/09_pipeline.ipynb #5bab101a
 from __future__ import annotations
-import json, logging, shutil, sys, threading, subprocess, time, uuid, datetime as dt, multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
+import json, logging, shutil, sys, subprocess, time, uuid, datetime as dt
 from contextlib import nullcontext, ExitStack
 from logging.handlers import RotatingFileHandler
 from dataclasses import dataclass, field
@@ -14,14 +13,15 @@ import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers
 from .ingest import ingest, check_run_date
-from .store import Store, atomic_write
+from .store import Store, atomic_write, dataset_table
+from .workers import TickerPool
 from .clean import clean_bars
 from .features import compute_features
 from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
-from .quality import ticker_report, split_source_gaps, missing_sessions, gap_steps, output_gate, _dates_text
+from .quality import ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, gap_steps, output_gate, _dates_text
 
 # %% auto #0
-__all__ = ['log', 'PANEL_COLUMNS', 'TransformResult', 'map_tickers', 'transform', 'setup_logging', 'drift_stage',
+__all__ = ['log', 'TransformResult', 'TickerResult', 'quality_settings', 'transform', 'setup_logging', 'drift_stage',
            'failure_share_problem', 'RunFailed', 'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #dc1e0022
@@ -38,10 +38,23 @@ class TransformResult:
     timings: dict = field(default_factory=dict)  # seconds: wall time of the stage blocks; read/clean/features/write summed over tickers
 
 # %% ../nbs/09_pipeline.ipynb #82e78739
-PANEL_COLUMNS = ['date', 'open', 'high', 'low', 'close', 'volume', 'flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired']
+@dataclass
+class TickerResult:
+    "What one ticker's bronze-to-gold pass sends back to the parent."
+    ticker: str
+    error: str = ''  # empty: the ticker went through
+    gold: pa.Table|None = None  # its gold rows as the consolidated dataset holds them
+    facts: dict = field(default_factory=dict)  # quality facts of its silver bars (`ticker_facts`)
+    gaps: pd.Series|None = None  # overnight log gaps by date (daily only)
+    counts: dict = field(default_factory=dict)  # clean counts, and gold_rows
+    seconds: dict = field(default_factory=dict)  # read, clean, features, write, quality
 
-def _one_ticker(store:Store, settings:Settings, interval:str, ticker:str, fx:pd.DataFrame|None) -> tuple[pd.DataFrame, dict, dict]:
-    "Silver and gold of one ticker written; its silver bars (quality columns), clean counts and seconds per stage."
+def quality_settings(settings:Settings, interval:str) -> dict:
+    "The `[quality]` settings for an interval: intraday volume swings with the time of day, so no volume-step rule there."
+    return dict(settings.quality) | ({'step_volume': float('inf')} if interval != '1d' else {})
+
+def _one_ticker(store:Store, settings:Settings, interval:str, ticker:str, fx:pd.DataFrame|None, today) -> TickerResult:
+    "Silver and gold of one ticker written; what the parent needs of it."
     t0 = time.perf_counter()
     bronze = store.read('bronze', interval, ticker)
     if bronze is None or bronze.empty: raise StockNbsError(f"{ticker}: no bronze bars under {store.root/'bronze'/interval}; run `stock-nbs ingest` first")
@@ -51,16 +64,22 @@ def _one_ticker(store:Store, settings:Settings, interval:str, ticker:str, fx:pd.
     t2 = time.perf_counter()
     gold = compute_features(silver, ticker, settings.features)
     t3 = time.perf_counter()
-    store.write(silver, 'silver', interval, ticker); store.write(gold, 'gold', interval, ticker)
+    store.write(silver, 'silver', interval, ticker)
+    table = pa.Table.from_pandas(gold, preserve_index=False, nthreads=1)
+    store._write_table(table, store.path('gold', interval, ticker), sync=False)  # flushed with the pass (`Store.flush`)
+    t4 = time.perf_counter()
     counts['gold_rows'] = len(gold)
-    return silver[PANEL_COLUMNS], counts, dict(read=t1 - t0, clean=t2 - t1, features=t3 - t2, write=time.perf_counter() - t3)
+    facts = ticker_facts(silver, ticker, quality_settings(settings, interval), counts, today, missing_sessions(silver.date, market_of(ticker).calendar))
+    gaps = overnight_gaps(silver) if interval == '1d' else None
+    return TickerResult(ticker, '', dataset_table(table, interval), facts, gaps, counts,
+                        dict(read=t1 - t0, clean=t2 - t1, features=t3 - t2, write=t4 - t3, quality=time.perf_counter() - t4))
 
-def _ticker_task(args) -> tuple:
-    "`_one_ticker` for a worker: never raises, returns (ticker, silver, counts, seconds, error)."
-    store, settings, interval, ticker, fx = args
-    try: return (ticker, *_one_ticker(store, settings, interval, ticker, fx), '')
+def _ticker_task(args) -> TickerResult:
+    "`_one_ticker` for a worker: never raises; a failure comes back as the result's error."
+    store, settings, interval, ticker, fx, today = args
+    try: return _one_ticker(store, settings, interval, ticker, fx, today)
     except Exception as e:  # one ticker's failure must not stop the others; the report names it
-        return ticker, None, {}, {}, str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}"
+        return TickerResult(ticker, str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}")
 
 def _fx_silver(store:Store, settings:Settings, interval:str) -> pd.DataFrame|None:
     "The cleaned daily FX series US prices are converted with, or None when it was never ingested."
@@ -69,37 +88,15 @@ def _fx_silver(store:Store, settings:Settings, interval:str) -> pd.DataFrame|Non
     return None if bronze is None else clean_bars(bronze, fx_ticker, settings.clean)[0]
 
 # %% ../nbs/09_pipeline.ipynb #fc4e91e3
-def _pool_context() -> tuple[mp.context.BaseContext|None, int]:
-    "Multiprocessing context safe for this process (None: stay in-process), and the fewest tickers per worker worth starting it for."
-    others = [t for t in threading.enumerate() if t is not threading.main_thread() and t.name != 'tqdm_monitor']  # tqdm's idle monitor: workers never touch tqdm
-    if not others: return mp.get_context('fork'), 8
-    if getattr(sys.modules['__main__'], '__file__', None):  # a script: the fork server would re-run it unless it has a __main__ guard
-        return None, 0
-    ctx = mp.get_context('forkserver'); ctx.set_forkserver_preload(['stock_nbs.pipeline'])  # a kernel or REPL
-    return ctx, 100
-
-def map_tickers(fn, items:list, workers:int, progress=None, desc:str='') -> list:
-    "`fn` over `items` in `workers` processes (in-process for one worker or few items), with a progress bar."
-    bar = tqdm(total=len(items), desc=desc, unit='ticker', disable=None if progress is None else not progress)
-    ctx, per_worker = _pool_context()
-    if ctx is None or workers <= 1 or len(items) < per_worker * workers:
-        out = [fn(x) for x in items if not bar.update(1)]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            out = [r for r in pool.map(fn, items, chunksize=max(1, len(items) // (workers * 16))) if not bar.update(1)]
-    bar.close()
-    return out
-
-# %% ../nbs/09_pipeline.ipynb #f6314358
-def _quality(bars:dict, counts:dict, settings:Settings, today, intraday:bool=False) -> tuple[pd.DataFrame, dict]:
-    "Per-ticker quality reports and the run summary from silver bars and clean counts."
-    q = dict(settings.quality)
-    if intraday: q['step_volume'] = float('inf')  # intraday volume swings with the time of day: no step rule
-    sessions = {t: missing_sessions(b.date, market_of(t).calendar) for t, b in bars.items()}  # once per ticker: calendars are not free
-    wide, _ = split_source_gaps({t: m for t, (m, _) in sessions.items() if market_of(t).calendar == 'XBOM'}, q['source_gap_share'])
-    rows = [ticker_report(b, t, q, counts[t], wide, today, sessions[t]) for t, b in bars.items()]
-    markets = ({market_of(t).calendar for t in bars} - {None}) if not intraday else set()  # gaps net of each exchange's own market move; overnight gaps are a daily notion
-    steps = pd.concat([gap_steps({t: b for t, b in bars.items() if market_of(t).calendar == m}, q['gap_sigmas']) for m in sorted(markets)]
+def _quality(done:dict, settings:Settings) -> tuple[pd.DataFrame, dict]:
+    "Per-ticker quality reports and the run summary from the tickers' results (ticker -> `TickerResult`)."
+    q = settings.quality
+    wide, _ = split_source_gaps({t: r.facts['missing'] for t, r in done.items() if market_of(t).calendar == 'XBOM'}, q['source_gap_share'])
+    rows = [finish_report(r.facts, wide) for r in done.values()]
+    counts = {t: r.counts for t, r in done.items()}
+    gaps = {t: r.gaps for t, r in done.items() if r.gaps is not None}  # daily only: overnight gaps are a daily notion
+    markets = {market_of(t).calendar for t in gaps} - {None}  # gaps net of each exchange's own market move
+    steps = pd.concat([gap_steps({t: g for t, g in gaps.items() if market_of(t).calendar == m}, q['gap_sigmas']) for m in sorted(markets)]
                       or [gap_steps({}, 1)], ignore_index=True)
     rep = pd.DataFrame(rows)
     if len(rep):
@@ -112,7 +109,7 @@ def _quality(bars:dict, counts:dict, settings:Settings, today, intraday:bool=Fal
                    totals={k: int(sum(c.get(k, 0) for c in counts.values())) for k in sorted({k for c in counts.values() for k in c})})
     return rep, summary
 
-# %% ../nbs/09_pipeline.ipynb #c63d276a
+# %% ../nbs/09_pipeline.ipynb #f6314358
 def _gate(path:Path, q, today) -> list[str]:
     "Failed output-gate checks of the consolidated dataset at `path`."
     names = pq.read_schema(path).names
@@ -120,7 +117,7 @@ def _gate(path:Path, q, today) -> list[str]:
     df = pq.read_table(path, columns=cols).to_pandas()
     return output_gate(df, q['min_rows'], today=today, columns=names)
 
-# %% ../nbs/09_pipeline.ipynb #7751d8d6
+# %% ../nbs/09_pipeline.ipynb #c63d276a
 def _store_quality(store:Store, interval:str, rep:pd.DataFrame, summary:dict) -> Path:
     "Write the per-ticker report (Parquet) and the summary (JSON) atomically; the folder."
     folder = store.root/'quality'/interval
@@ -128,35 +125,52 @@ def _store_quality(store:Store, interval:str, rep:pd.DataFrame, summary:dict) ->
     atomic_write(folder/'summary.json', lambda tmp: tmp.write_text(json.dumps(summary, indent=1, default=str)))
     return folder
 
+def _dataset_stream(results, run_tickers:list, universe, done:dict, timings:dict):
+    "(ticker, gold table or None) in ticker order for the consolidated dataset: this run's results as they come, the rest of the universe from its files."
+    results, waiting = iter(results), 0.
+    for t in sorted(set(universe) | set(run_tickers)):
+        if t not in done and t in run_tickers:
+            t0 = time.perf_counter(); r = next(results); waiting += time.perf_counter() - t0
+            assert r.ticker == t, (r.ticker, t)  # results come in the order of the sorted run tickers
+            done[t] = r
+        r = done.get(t)
+        yield t, (r.gold if r is not None and not r.error else None)  # a failed ticker keeps its last good gold file, if any
+        if r is not None: r.gold = None  # written: free it
+    timings['waiting'] = waiting
+
 def transform(settings:Settings, tickers=None, interval:str|None=None, progress:bool|None=None, today=None, lock:bool=True) -> TransformResult:
     "Silver, gold, quality and the consolidated dataset for `tickers` (default the universe) from their bronze bars."
-    tickers = list(dict.fromkeys(tickers or settings.universe.tickers))
+    order = list(dict.fromkeys(tickers or settings.universe.tickers))
+    tickers = sorted(order)  # results stream into the dataset in ticker order
     interval, store = interval or settings.source.interval, Store(settings.data_dir, settings.storage.fsync)
     with (store.lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):
         timings, t0 = {}, time.perf_counter()
         fx = _fx_silver(store, settings, interval)
-        results = map_tickers(_ticker_task, [(store, settings, interval, t, fx) for t in tickers], settings.run.workers, progress, f'transform {interval}')
+        bar = tqdm(total=len(tickers), desc=f'transform {interval}', unit='ticker', disable=None if progress is None else not progress)
+        with TickerPool(settings.run.workers, len(tickers)) as pool, bar:
+            results = pool.imap(_ticker_task, [(store, settings, interval, t, fx, today) for t in tickers], bar)
+            done = {}
+            dataset = store.consolidate(interval, tables=_dataset_stream(results, tickers, settings.universe.tickers, done, timings))
         timings['transform'] = time.perf_counter() - t0
-        rows, bars, counts = [], {}, {}
-        for t, silver, c, secs, err in results:
-            for k, v in secs.items(): timings[k] = timings.get(k, 0.) + v
-            if err: log.warning("%s: transform failed: %s", t, err)
-            else: bars[t], counts[t] = silver, c
-            rows.append(dict(ticker=t, status='failed' if err else 'ok', error=err, bronze_rows=c.get('rows_in', 0), silver_rows=c.get('rows_out', 0), gold_rows=c.get('gold_rows', 0)))
+        timings['consolidate'] = timings['transform'] - timings.pop('waiting', 0.)  # the parent's own work while the workers run
+        rows = []
+        for t in order:
+            r = done[t]
+            for k, v in r.seconds.items(): timings[k] = timings.get(k, 0.) + v
+            if r.error: log.warning("%s: transform failed: %s", t, r.error)
+            c = r.counts
+            rows.append(dict(ticker=t, status='failed' if r.error else 'ok', error=r.error, bronze_rows=c.get('rows_in', 0), silver_rows=c.get('rows_out', 0), gold_rows=c.get('gold_rows', 0)))
         t0 = time.perf_counter()
-        rep, summary = _quality(bars, counts, settings, today, interval != '1d')
-        timings['quality'] = time.perf_counter() - t0
-        ok = [t for t in tickers if t in bars]  # a --tickers run refreshes those; the dataset keeps the rest of the universe
-        t0 = time.perf_counter()
-        dataset = store.consolidate(interval, sorted(set(settings.universe.tickers) | set(ok))) if ok else None
-        timings['consolidate'] = time.perf_counter() - t0
+        rep, summary = _quality({t: r for t, r in done.items() if not r.error}, settings)
+        timings['quality_panel'] = time.perf_counter() - t0
         t0 = time.perf_counter()
         summary['gate'] = gate = _gate(dataset, settings.quality, today) if dataset else ['no ticker produced gold rows']
         timings['gate'] = time.perf_counter() - t0
         if len(rep): _store_quality(store, interval, rep, summary)
+        store.flush()  # silver, gold, dataset and reports were written without a flush each
     return TransformResult(pd.DataFrame(rows), rep, summary, gate, dataset, {k: round(v, 3) for k, v in timings.items()})
 
-# %% ../nbs/09_pipeline.ipynb #5bf140d1
+# %% ../nbs/09_pipeline.ipynb #008d8189
 def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     "Log to stderr (warnings, or info with `verbose`) and to a rotating `<data_dir>/logs/pipeline.log`; the log path."
     Store(settings.data_dir).ensure_writable()
@@ -171,7 +185,7 @@ def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     root.setLevel(logging.DEBUG); root.propagate = False
     return path
 
-# %% ../nbs/09_pipeline.ipynb #6a9181ab
+# %% ../nbs/09_pipeline.ipynb #5bf140d1
 def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir:Path|None=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     "Drift tests, per-ticker rollup and summary of one run; writes alerts, latest tests and the report."
     d, store = settings.drift, Store(settings.data_dir)
@@ -211,7 +225,7 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     if len(alerts) and d['hook']: summary['hook'] = run_hook(d['hook'], {k: summary[k] for k in ('status', 'drifted', 'retrain', 'watch', 'alerts')} | dict(run_id=run_id, interval=interval))
     return tests, roll, summary
 
-# %% ../nbs/09_pipeline.ipynb #2a0c67af
+# %% ../nbs/09_pipeline.ipynb #6a9181ab
 def failure_share_problem(statuses:pd.Series, limit:float) -> str|None:
     "The message when more than `limit` of the tickers failed, else None (the one rule ingest, transform and run share)."
     share = float((statuses == 'failed').mean()) if len(statuses) else 0.0
@@ -234,7 +248,7 @@ def code_version() -> dict:
     libs = {n: md.version(n) for n in ('pandas', 'numpy', 'pyarrow', 'ta-lib', 'yfinance', 'exchange_calendars')}
     return dict(stock_nbs=stock_nbs.__version__, git=git.stdout.strip() if git and git.returncode == 0 else None, python=platform.python_version(), **libs)
 
-# %% ../nbs/09_pipeline.ipynb #660d955f
+# %% ../nbs/09_pipeline.ipynb #91b2b3a2
 class DailyRun:
     "One pipeline run, stage by stage, holding the data root's lock until `finish`."
     def __init__(self, settings:Settings, run_date, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None):
@@ -250,7 +264,7 @@ class DailyRun:
         self.sync_summary = {'status': 'not requested'}
         self._stack = ExitStack()
 
-# %% ../nbs/09_pipeline.ipynb #d0f54cdc
+# %% ../nbs/09_pipeline.ipynb #2a0c67af
 def _open(self:DailyRun) -> DailyRun:
     "Create the run folder, attach the run's log and take the data root's lock."
     store = Store(self.settings.data_dir, self.settings.storage.fsync).ensure_writable()
@@ -271,7 +285,7 @@ def _timed(self:DailyRun, stage:str, fn, *args, **kw):
     finally: self.timings[stage] = round(time.perf_counter() - t0, 3)
 DailyRun.open, DailyRun._timed = _open, _timed
 
-# %% ../nbs/09_pipeline.ipynb #9844a6f2
+# %% ../nbs/09_pipeline.ipynb #660d955f
 def _run_ingest(self:DailyRun, progress=None) -> pd.DataFrame:
     "Stage 1: fetch new bars into bronze (and the daily FX series an intraday run's USD tickers need)."
     s, fx = self.settings, self.settings.universe.fx_ticker
@@ -304,7 +318,7 @@ def _run_sync(self:DailyRun) -> dict:
     return self.sync_summary
 DailyRun.ingest, DailyRun.transform, DailyRun.drift, DailyRun.sync = _run_ingest, _run_transform, _run_drift, _run_sync
 
-# %% ../nbs/09_pipeline.ipynb #ade63e94
+# %% ../nbs/09_pipeline.ipynb #9844a6f2
 def _ticker_status(self:DailyRun) -> pd.DataFrame:
     "One row per ticker: status, errors by stage, rows per layer, bars added, quality score."
     df = pd.DataFrame({'ticker': self.tickers})
@@ -322,7 +336,7 @@ def _ticker_status(self:DailyRun) -> pd.DataFrame:
     return df
 DailyRun.ticker_status = _ticker_status
 
-# %% ../nbs/09_pipeline.ipynb #3fa284d9
+# %% ../nbs/09_pipeline.ipynb #1615ae0d
 def _status(self:DailyRun) -> tuple[str, list]:
     "Run status (ok, degraded or failed) and the reasons for it."
     t = self.ticker_status()
@@ -351,7 +365,7 @@ def _manifest(self:DailyRun) -> dict:
                 artifacts=dict(folder=str(self.folder), log=str(self.folder/'run.log'), dataset=str(self.result.dataset) if self.result and self.result.dataset else None))
 DailyRun.status, DailyRun.manifest = _status, _manifest
 
-# %% ../nbs/09_pipeline.ipynb #6c9f5f49
+# %% ../nbs/09_pipeline.ipynb #ade63e94
 def _finish(self:DailyRun) -> dict:
     "Write `manifest.json`, release the lock and the run log, prune old runs; the manifest."
     m = self.manifest()
@@ -375,7 +389,7 @@ def prune_runs(settings:Settings):
         shutil.rmtree(old, ignore_errors=True)
         for r in reports.glob(f'{old.name}*.html'): r.unlink(missing_ok=True)
 
-# %% ../nbs/09_pipeline.ipynb #9e16242b
+# %% ../nbs/09_pipeline.ipynb #6c9f5f49
 def start_run(settings_path=None, run_date=None, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None) -> DailyRun:
     "Load settings (papermill parameters override them), validate the parameters, open the run."
     settings = load_settings(settings_path, {'source.kind': source, 'source.interval': interval})

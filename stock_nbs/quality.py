@@ -11,8 +11,9 @@ from .config import StockNbsError, market_of
 
 # %% auto #0
 __all__ = ['REQUIRED_COLUMNS', 'validate_ohlc', 'detect_outliers', 'check_data_freshness', 'expected_sessions', 'session_days',
-           'missing_sessions', 'split_source_gaps', 'stale_runs', 'step_changes', 'future_dates', 'gap_steps',
-           'ticker_report', 'get_data_quality_report', 'QualityGateError', 'output_gate', 'require_output_gate']
+           'missing_sessions', 'split_source_gaps', 'stale_runs', 'step_changes', 'future_dates', 'overnight_gaps',
+           'gap_steps', 'ticker_facts', 'finish_report', 'ticker_report', 'get_data_quality_report', 'QualityGateError',
+           'output_gate', 'require_output_gate']
 
 # %% ../nbs/06_quality.ipynb #6f8d3307
 def validate_ohlc(df:pd.DataFrame) -> tuple[bool, list[str]]:
@@ -117,10 +118,15 @@ def future_dates(dates:pd.Series, today=None) -> pd.DatetimeIndex:
     return days[days > pd.Timestamp(today or dt.date.today())]
 
 # %% ../nbs/06_quality.ipynb #6bd0cc7c
+def overnight_gaps(bars:pd.DataFrame) -> pd.Series:
+    "Log overnight gaps (open over the previous close) of daily bars, by date."
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return pd.Series(np.log(bars.open.to_numpy()[1:] / bars.close.to_numpy()[:-1]), index=bars.date.to_numpy()[1:])
+
 def gap_steps(bars:dict, sigmas:float, min_tickers:int=5) -> pd.DataFrame:
-    "Overnight gaps beyond `sigmas` robust sigmas net of the market's median gap: ticker, date, gap, sigmas."
-    gaps = pd.DataFrame({t: pd.Series(np.log(b.open.to_numpy()[1:] / b.close.to_numpy()[:-1]), index=b.date.iloc[1:].to_numpy())
-                         for t, b in bars.items() if len(b) > 20})
+    "Overnight gaps beyond `sigmas` robust sigmas net of the market's median gap: ticker, date, gap, sigmas (`bars`: ticker -> bars, or its `overnight_gaps`)."
+    gaps = {t: b if isinstance(b, pd.Series) else overnight_gaps(b) for t, b in bars.items()}
+    gaps = pd.DataFrame({t: g for t, g in gaps.items() if len(g) >= 20})
     if gaps.empty: return pd.DataFrame(columns=['ticker', 'date', 'gap', 'sigmas'])
     idio = gaps.sub(gaps.median(axis=1), axis=0) if gaps.shape[1] >= min_tickers else gaps
     z = idio.sub(idio.median()) / (1.4826 * (idio.sub(idio.median())).abs().median())
@@ -137,25 +143,34 @@ def _dates_text(dates, n:int=5) -> str:
     dates = [pd.Timestamp(d).strftime('%Y-%m-%d') for d in dates]
     return ', '.join(dates[:n]) + (f' (+{len(dates) - n})' if len(dates) > n else '')
 
-def ticker_report(silver:pd.DataFrame, ticker:str, q, clean_counts:dict|None=None, source_gaps=(), today=None, sessions=None) -> dict:
-    "Quality of one ticker's silver bars under the `[quality]` settings `q`: one report row (`sessions`: its `missing_sessions` if already known)."
+def ticker_facts(silver:pd.DataFrame, ticker:str, q, clean_counts:dict|None=None, today=None, sessions=None) -> dict:
+    "Everything in a ticker's report that needs only its own bars (`sessions`: its `missing_sessions` if already known); `finish_report` adds the rest."
     clean_counts = clean_counts or {}
     miss, extra = sessions or missing_sessions(silver.date, market_of(ticker).calendar)
-    ticker_miss = miss.difference(pd.DatetimeIndex(source_gaps))
     stale, steps, fut = stale_runs(silver.close, silver.date, q['stale_sessions']), step_changes(silver, q['step_price'], q['step_volume']), future_dates(silver.date, today)
     flags = [silver[c].to_numpy(dtype=bool) for c in _FLAGGED if c in silver]
-    flagged = int(np.logical_or.reduce(flags).sum()) if flags else 0
-    dropped = sum(v for k, v in clean_counts.items() if k.endswith('_dropped') and not k.startswith('duplicates'))
-    problems = len(ticker_miss) + dropped + flagged + int(stale.sessions.sum()) + steps.date.nunique() + len(fut)
-    expected = max(len(session_days(silver.date)) + len(ticker_miss), 1)
     ok, ohlc_errors = validate_ohlc(silver) if len(silver) else (True, [])
-    return dict(ticker=ticker, rows=len(silver), first_date=silver.date.min(), last_date=silver.date.max(),
-                missing_sessions=len(ticker_miss), missing_dates=_dates_text(ticker_miss), source_gap_sessions=len(miss) - len(ticker_miss),
-                extra_sessions=len(extra), null_rows=int(np.isnan(np.column_stack([silver[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in ('open', 'high', 'low', 'close', 'volume')])).any(axis=1).sum()),
-                ohlc_valid=ok, ohlc_errors='; '.join(ohlc_errors), flagged_rows=flagged, dropped_rows=dropped,
-                stale_runs=len(stale), stale_sessions=int(stale.sessions.sum()), steps=len(steps), step_dates=_dates_text(steps.date.unique()),
-                future_dates=len(fut), clean_counts=json.dumps(clean_counts),
-                quality_score=round(max(0., 100 * (1 - problems / expected)), 2))
+    prices = np.column_stack([silver[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in ('open', 'high', 'low', 'close', 'volume')])
+    return dict(ticker=ticker, rows=len(silver), first_date=silver.date.min(), last_date=silver.date.max(), missing=miss, days=len(session_days(silver.date)),
+                extra_sessions=len(extra), null_rows=int(np.isnan(prices).any(axis=1).sum()),
+                ohlc_valid=ok, ohlc_errors='; '.join(ohlc_errors), flagged_rows=int(np.logical_or.reduce(flags).sum()) if flags else 0,
+                dropped_rows=sum(v for k, v in clean_counts.items() if k.endswith('_dropped') and not k.startswith('duplicates')),
+                stale_runs=len(stale), stale_sessions=int(stale.sessions.sum()), steps=len(steps), step_days=steps.date.nunique(),
+                step_dates=_dates_text(steps.date.unique()), future_dates=len(fut), clean_counts=json.dumps(clean_counts))
+
+def finish_report(facts:dict, source_gaps=()) -> dict:
+    "The report row from a ticker's `ticker_facts` once the source-wide gaps (missing for most tickers) are known: missing sessions and score."
+    f = dict(facts)
+    miss, days, step_days = f.pop('missing'), f.pop('days'), f.pop('step_days')
+    ticker_miss = _days_not_in(miss, pd.DatetimeIndex(source_gaps).sort_values())
+    problems = len(ticker_miss) + f['dropped_rows'] + f['flagged_rows'] + f['stale_sessions'] + step_days + f['future_dates']
+    head = {k: f.pop(k) for k in ('ticker', 'rows', 'first_date', 'last_date')}
+    return dict(**head, missing_sessions=len(ticker_miss), missing_dates=_dates_text(ticker_miss), source_gap_sessions=len(miss) - len(ticker_miss),
+                **f, quality_score=round(max(0., 100 * (1 - problems / max(days + len(ticker_miss), 1))), 2))
+
+def ticker_report(silver:pd.DataFrame, ticker:str, q, clean_counts:dict|None=None, source_gaps=(), today=None, sessions=None) -> dict:
+    "Quality of one ticker's silver bars under the `[quality]` settings `q`: one report row (`sessions`: its `missing_sessions` if already known)."
+    return finish_report(ticker_facts(silver, ticker, q, clean_counts, today, sessions), source_gaps)
 
 # %% ../nbs/06_quality.ipynb #359f1204
 def get_data_quality_report(df:pd.DataFrame, ticker:str="") -> dict:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_store.ipynb #098807fe
 from __future__ import annotations
-import json, logging, os, socket, sys, uuid, datetime as dt
+import ctypes, json, logging, os, socket, sys, uuid, datetime as dt
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
@@ -12,7 +12,8 @@ from filelock import FileLock, Timeout
 from .config import StockNbsError, Settings, load_settings
 
 # %% auto #0
-__all__ = ['LAYERS', 'LOCK_NAME', 'log', 'CONSOLIDATED_NAME', 'StoreError', 'Store', 'atomic_write', 'load_features']
+__all__ = ['LAYERS', 'LOCK_NAME', 'log', 'CONSOLIDATED_NAME', 'StoreError', 'Store', 'atomic_write', 'dataset_table',
+           'load_features']
 
 # %% ../nbs/02_store.ipynb #adb81042
 LAYERS = ('bronze', 'silver', 'gold')
@@ -65,20 +66,33 @@ def atomic_write(path:Path, write) -> Path:
     except BaseException: tmp.unlink(missing_ok=True); raise
     return path
 
-def _write_table(self:Store, table:pa.Table, path:Path, **kw) -> Path:
-    "Write an Arrow table atomically to `path` (flushed to disk first when the store fsyncs)."
-    strings = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    kw = {'use_dictionary': strings, **kw}  # dictionaries pay for repeated text only; on floats they halve write speed
+def _text_columns(schema:pa.Schema) -> list[str]:
+    "Columns worth dictionary-encoding: text repeats (a ticker, a currency); on floats dictionaries halve write speed."
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+def _write_table(self:Store, table:pa.Table, path:Path, sync:bool=True, **kw) -> Path:
+    "Write an Arrow table atomically to `path`, flushed to disk before it replaces the old file when the store fsyncs and `sync`."
     def write(tmp):
-        pq.write_table(table, tmp, **kw)
-        if self.fsync:
+        pq.write_table(table, tmp, **{'use_dictionary': _text_columns(table.schema), **kw})
+        if self.fsync and sync:
             with open(tmp, 'rb') as f: os.fsync(f.fileno())
     return atomic_write(path, write)
 
 def _write(self:Store, df:pd.DataFrame, layer:str, interval:str, ticker:str) -> Path:
-    "Write `df` atomically (temporary file, then rename); returns the path."
-    return self._write_table(pa.Table.from_pandas(df, preserve_index=False, nthreads=1), self.path(layer, interval, ticker))
-Store.read, Store.write, Store._write_table = _read, _write, _write_table
+    "Write `df` atomically (temporary file, then rename); returns the path. Bronze is flushed file by file, derived layers by `flush`."
+    return self._write_table(pa.Table.from_pandas(df, preserve_index=False, nthreads=1), self.path(layer, interval, ticker), sync=layer == 'bronze')
+
+def _flush(self:Store) -> Store:
+    "Flush everything written under the data root to disk in one call (when the store fsyncs)."
+    # one syncfs for a pass's thousands of derived files instead of one fsync each (~1 ms apiece); os.sync where there is no syncfs
+    if not self.fsync: return self
+    fd = os.open(self.root, os.O_RDONLY)
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), 'syncfs', None)
+        if syncfs is None or syncfs(fd) != 0: os.sync()
+    finally: os.close(fd)
+    return self
+Store.read, Store.write, Store._write_table, Store.flush = _read, _write, _write_table, _flush
 
 # %% ../nbs/02_store.ipynb #802aef74
 def _ensure_writable(self:Store) -> Store:
@@ -125,27 +139,43 @@ def _consolidated_path(self:Store, interval:str='1d') -> Path:
     "Where the consolidated dataset of `interval` lives."
     return self.root/'consolidated'/interval/CONSOLIDATED_NAME
 
-def _gold_table(self:Store, interval:str, ticker:str) -> pa.Table:
-    "One ticker's gold rows as Arrow; intraday stamps in UTC (tickers of different exchanges share one column)."
-    t = _read_file(self.path('gold', interval, ticker))
-    if interval == '1d': return t
-    t = t.set_column(t.schema.get_field_index('date'), 'date', t['date'].cast(pa.timestamp('ns', 'UTC')))
+def dataset_table(gold:pa.Table, interval:str) -> pa.Table:
+    "One ticker's gold rows as the consolidated dataset holds them: intraday stamps in UTC (tickers of different exchanges share one column)."
+    if interval == '1d': return gold
+    t = gold.set_column(gold.schema.get_field_index('date'), 'date', gold['date'].cast(pa.timestamp('ns', 'UTC')))
     return t.replace_schema_metadata(None)  # (pandas metadata would bring the ticker's own timezone back)
 
-def _consolidate(self:Store, interval:str='1d', tickers=None) -> Path:
-    "Join the gold files of `tickers` (default all) into the consolidated dataset, sorted by (ticker, date)."
-    tickers = [t for t in sorted(tickers if tickers is not None else self.tickers('gold', interval)) if self.path('gold', interval, t).exists()]
-    if not tickers: raise StoreError(f"no gold files under {self.root/'gold'/interval}; run `stock-nbs transform` first")
-    schema = self._gold_table(interval, tickers[0]).schema
+class _NothingNew(Exception):
+    "A run's stream brought no gold table: the old dataset stays."
+
+def _consolidate(self:Store, interval:str='1d', tickers=None, tables=None) -> Path|None:
+    "Join the gold of `tickers` (default all files) into the consolidated dataset, sorted by (ticker, date); or the gold `tables` a run streams."
+    from_files = tables is None
+    if from_files:
+        names = [t for t in sorted(tickers if tickers is not None else self.tickers('gold', interval)) if self.path('gold', interval, t).exists()]
+        if not names: raise StoreError(f"no gold files under {self.root/'gold'/interval}; run `stock-nbs transform` first")
+        tables = ((t, None) for t in names)
+    fresh = 0
     def write(tmp):  # streamed in row groups of ~64k rows: memory holds one row group, not the whole universe
-        with pq.ParquetWriter(tmp, schema) as w:
-            buf, n = [], 0
-            for t in tickers:
-                buf.append(self._gold_table(interval, t).select(schema.names).cast(schema)); n += buf[-1].num_rows
+        nonlocal fresh
+        w, buf, n = None, [], 0
+        try:
+            for t, table in tables:
+                if table is None:
+                    if not self.path('gold', interval, t).exists(): continue
+                    table = _read_file(self.path('gold', interval, t))
+                else: fresh += 1
+                table = dataset_table(table, interval)
+                if w is None: schema = table.schema; w = pq.ParquetWriter(tmp, schema, use_dictionary=_text_columns(schema))
+                buf.append(table.select(schema.names).cast(schema)); n += buf[-1].num_rows
                 if n >= 64 * 1024: w.write_table(pa.concat_tables(buf), row_group_size=n); buf, n = [], 0
             if n: w.write_table(pa.concat_tables(buf), row_group_size=n)  # (all empty: a valid file with the schema and no rows)
-    return atomic_write(self.consolidated_path(interval), write)
-Store.consolidated_path, Store._gold_table, Store.consolidate = _consolidated_path, _gold_table, _consolidate
+        finally:
+            if w is not None: w.close()
+        if w is None or not (from_files or fresh): raise _NothingNew()
+    try: return atomic_write(self.consolidated_path(interval), write)
+    except _NothingNew: return None
+Store.consolidated_path, Store.consolidate = _consolidated_path, _consolidate
 
 # %% ../nbs/02_store.ipynb #893191b2
 def _as_bound(x, dtype:pa.DataType):
