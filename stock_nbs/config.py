@@ -229,13 +229,14 @@ SPEC = {
   'sync': {
     'target': Key(_choice('auto', 'postgres', 'rest'), 'auto', "auto: PostgreSQL when DATABASE_URL is set, else Supabase REST with SUPABASE_URL and SUPABASE_KEY"),
     'batch_size': Key(_number(int, 1, 100000), '1000', "rows per REST upsert (the seeds: 1000)"),
-    'copy_batch_rows': Key(_number(int, 1000, 10_000_000), '200000', "rows per COPY + upsert transaction on the PostgreSQL path"),
+    'copy_batch_rows': Key(_number(int, 1000, 10_000_000), '100000', "rows per COPY + upsert transaction on the PostgreSQL path"),
+    'connections': Key(_number(int, 1, 16), '2', "PostgreSQL connections sending batches at once (the server inserts on one core per connection)"),
     'retries': Key(_number(int, 0, 10), '3', "retries of a batch after a lost connection or HTTP error"),
     'backoff_seconds': Key(_number(float, 0), '1', "first retry wait; doubles each retry"),
   },
   'storage': {
     'data_dir': Key(str, 'data', "root of the bronze/silver/gold Parquet layers", is_path=True),
-    'fsync': Key(_bool, 'true', "flush each Parquet file to disk before it replaces the old one (crash-safe on power loss)"),
+    'fsync': Key(_bool, 'true', "flush bronze files to disk one by one before they replace the old ones, and the derived layers once per pass (crash-safe on power loss)"),
     'lock_timeout_seconds': Key(_number(float, 0), '0', "how long a run waits for another run's lock (0: refuse at once)"),
   },
   'run': {

@@ -21,7 +21,7 @@ from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_base
 from .quality import ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, gap_steps, output_gate, _dates_text
 
 # %% auto #0
-__all__ = ['log', 'TransformResult', 'TickerResult', 'quality_settings', 'transform', 'setup_logging', 'drift_stage',
+__all__ = ['log', 'TransformResult', 'TickerResult', 'quality_settings', 'GateTally', 'transform', 'setup_logging', 'drift_stage',
            'failure_share_problem', 'RunFailed', 'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #dc1e0022
@@ -110,12 +110,29 @@ def _quality(done:dict, settings:Settings) -> tuple[pd.DataFrame, dict]:
     return rep, summary
 
 # %% ../nbs/09_pipeline.ipynb #f6314358
-def _gate(path:Path, q, today) -> list[str]:
-    "Failed output-gate checks of the consolidated dataset at `path`."
-    names = pq.read_schema(path).names
-    cols = [c for c in ('date', 'open', 'high', 'low', 'close') if c in names]
-    df = pq.read_table(path, columns=cols).to_pandas()
-    return output_gate(df, q['min_rows'], today=today, columns=names)
+class GateTally:
+    "The output gate's view of the consolidated dataset, gathered row group by row group as it is written."
+    def __init__(self, today=None): self.today, self.rows, self.columns, self.suspect = today, 0, [], []
+
+    def __call__(self, group:pa.Table):
+        "Count a row group and keep its rows with an OHLC violation, a non-positive close or a date after today."
+        import pyarrow.compute as pc
+        self.rows, self.columns = self.rows + group.num_rows, group.schema.names
+        cols = [c for c in ('date', 'open', 'high', 'low', 'close') if c in self.columns]
+        g, bad = group.select(cols), pa.array(np.zeros(group.num_rows, bool))
+        if {'open', 'high', 'low', 'close'} <= set(cols):
+            o, h, l, c = (g[k] for k in ('open', 'high', 'low', 'close'))
+            for m in (pc.less(h, l), pc.less(h, o), pc.less(h, c), pc.greater(l, o), pc.greater(l, c), pc.less_equal(c, 0)): bad = pc.or_(bad, pc.fill_null(m, False))
+        if 'date' in cols:
+            day = pd.Timestamp(self.today or dt.date.today()).normalize() + pd.Timedelta(days=1)
+            tz = getattr(g['date'].type, 'tz', None)
+            bad = pc.or_(bad, pc.fill_null(pc.greater_equal(g['date'], pa.scalar(day.tz_localize(tz) if tz else day, g['date'].type)), False))
+        if pc.any(bad).as_py(): self.suspect.append(g.filter(bad))
+
+    def failures(self, min_rows:int) -> list[str]:
+        "Failed output-gate checks (empty: passed)."
+        rows = pa.concat_tables(self.suspect).to_pandas() if self.suspect else pd.DataFrame(columns=[c for c in ('date', 'open', 'high', 'low', 'close') if c in self.columns])
+        return output_gate(rows, min_rows, today=self.today, columns=self.columns, rows=self.rows)
 
 # %% ../nbs/09_pipeline.ipynb #c63d276a
 def _store_quality(store:Store, interval:str, rep:pd.DataFrame, summary:dict) -> Path:
@@ -150,7 +167,8 @@ def transform(settings:Settings, tickers=None, interval:str|None=None, progress:
         with TickerPool(settings.run.workers, len(tickers)) as pool, bar:
             results = pool.imap(_ticker_task, [(store, settings, interval, t, fx, today) for t in tickers], bar)
             done = {}
-            dataset = store.consolidate(interval, tables=_dataset_stream(results, tickers, settings.universe.tickers, done, timings))
+            tally = GateTally(today)
+            dataset = store.consolidate(interval, tables=_dataset_stream(results, tickers, settings.universe.tickers, done, timings), check=tally)
         timings['transform'] = time.perf_counter() - t0
         timings['consolidate'] = timings['transform'] - timings.pop('waiting', 0.)  # the parent's own work while the workers run
         rows = []
@@ -164,7 +182,7 @@ def transform(settings:Settings, tickers=None, interval:str|None=None, progress:
         rep, summary = _quality({t: r for t, r in done.items() if not r.error}, settings)
         timings['quality_panel'] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        summary['gate'] = gate = _gate(dataset, settings.quality, today) if dataset else ['no ticker produced gold rows']
+        summary['gate'] = gate = tally.failures(settings.quality['min_rows']) if dataset else ['no ticker produced gold rows']
         timings['gate'] = time.perf_counter() - t0
         if len(rep): _store_quality(store, interval, rep, summary)
         store.flush()  # silver, gold, dataset and reports were written without a flush each

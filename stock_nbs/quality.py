@@ -114,8 +114,8 @@ def step_changes(df:pd.DataFrame, price:float=0.5, volume:float=3.0) -> pd.DataF
 
 def future_dates(dates:pd.Series, today=None) -> pd.DatetimeIndex:
     "Trading days after `today`."
-    days = session_days(dates)
-    return days[days > pd.Timestamp(today or dt.date.today())]
+    d = dates.dt.tz_localize(None) if getattr(dates.dtype, 'tz', None) is not None else dates
+    return session_days(d[d >= pd.Timestamp(today or dt.date.today()).normalize() + pd.Timedelta(days=1)])  # only those days: no distinct days of the whole history
 
 # %% ../nbs/06_quality.ipynb #6bd0cc7c
 def overnight_gaps(bars:pd.DataFrame) -> pd.Series:
@@ -126,14 +126,19 @@ def overnight_gaps(bars:pd.DataFrame) -> pd.Series:
 def gap_steps(bars:dict, sigmas:float, min_tickers:int=5) -> pd.DataFrame:
     "Overnight gaps beyond `sigmas` robust sigmas net of the market's median gap: ticker, date, gap, sigmas (`bars`: ticker -> bars, or its `overnight_gaps`)."
     gaps = {t: b if isinstance(b, pd.Series) else overnight_gaps(b) for t, b in bars.items()}
-    gaps = pd.DataFrame({t: g for t, g in gaps.items() if len(g) >= 20})
-    if gaps.empty: return pd.DataFrame(columns=['ticker', 'date', 'gap', 'sigmas'])
-    idio = gaps.sub(gaps.median(axis=1), axis=0) if gaps.shape[1] >= min_tickers else gaps
-    z = idio.sub(idio.median()) / (1.4826 * (idio.sub(idio.median())).abs().median())
-    hit = z.abs().stack()
-    hit = hit[hit > sigmas]
-    return pd.DataFrame({'ticker': hit.index.get_level_values(1), 'date': hit.index.get_level_values(0),
-                         'gap': np.expm1(gaps.stack()[hit.index]).to_numpy(), 'sigmas': z.stack()[hit.index].to_numpy()})
+    gaps = {t: g for t, g in gaps.items() if len(g) >= 20}
+    if not gaps: return pd.DataFrame(columns=['ticker', 'date', 'gap', 'sigmas'])
+    # a dates x tickers matrix in numpy: aligning thousands of Series in a pandas frame took seconds
+    days = np.unique(np.concatenate([g.index.to_numpy() for g in gaps.values()]))
+    m = np.full((len(days), len(gaps)), np.nan)
+    for j, g in enumerate(gaps.values()): m[np.searchsorted(days, g.index.to_numpy()), j] = g.to_numpy()
+    with warnings.catch_warnings(), np.errstate(divide='ignore', invalid='ignore'):
+        warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN rows and columns: their median is NaN, never a hit
+        idio = m - np.nanmedian(m, axis=1, keepdims=True) if len(gaps) >= min_tickers else m
+        dev = idio - np.nanmedian(idio, axis=0)
+        z = dev / (1.4826 * np.nanmedian(np.abs(dev), axis=0))
+        row, col = np.nonzero(np.abs(z) > sigmas)  # by date, then ticker
+    return pd.DataFrame({'ticker': np.array(list(gaps), dtype=object)[col], 'date': days[row], 'gap': np.expm1(m[row, col]), 'sigmas': z[row, col]})
 
 # %% ../nbs/06_quality.ipynb #52b91206
 _FLAGGED = ['flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired']
@@ -189,10 +194,10 @@ class QualityGateError(StockNbsError):
 
 REQUIRED_COLUMNS = ['ticker', 'date', 'close', 'sma_20', 'rsi_14']
 
-def output_gate(df:pd.DataFrame, min_rows:int=1000, required=REQUIRED_COLUMNS, today=None, columns=None) -> list[str]:
-    "Failed checks of the seeds' output gate (empty when the dataset passes); `columns`: the dataset's columns when `df` holds a subset."
-    fails = []
-    if len(df) < min_rows: fails.append(f"{len(df)} rows, fewer than [quality] min_rows = {min_rows}")
+def output_gate(df:pd.DataFrame, min_rows:int=1000, required=REQUIRED_COLUMNS, today=None, columns=None, rows:int|None=None) -> list[str]:
+    "Failed checks of the seeds' output gate (empty when the dataset passes); `columns` and `rows`: the dataset's when `df` holds a subset of it."
+    fails, rows = [], len(df) if rows is None else rows
+    if rows < min_rows: fails.append(f"{rows} rows, fewer than [quality] min_rows = {min_rows}")
     missing = [c for c in required if c not in (columns if columns is not None else df.columns)]
     if missing: fails.append(f"missing required columns: {', '.join(missing)}")
     if 'date' in df and len(df) and len(fut := future_dates(df['date'], today)): fails.append(f"future dates: {_dates_text(fut)}")

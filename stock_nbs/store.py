@@ -13,7 +13,7 @@ from .config import StockNbsError, Settings, load_settings
 
 # %% auto #0
 __all__ = ['LAYERS', 'LOCK_NAME', 'log', 'CONSOLIDATED_NAME', 'StoreError', 'Store', 'atomic_write', 'dataset_table',
-           'load_features']
+           'ticker_filter', 'load_features']
 
 # %% ../nbs/02_store.ipynb #adb81042
 LAYERS = ('bronze', 'silver', 'gold')
@@ -148,14 +148,18 @@ def dataset_table(gold:pa.Table, interval:str) -> pa.Table:
 class _NothingNew(Exception):
     "A run's stream brought no gold table: the old dataset stays."
 
-def _consolidate(self:Store, interval:str='1d', tickers=None, tables=None) -> Path|None:
-    "Join the gold of `tickers` (default all files) into the consolidated dataset, sorted by (ticker, date); or the gold `tables` a run streams."
+def _consolidate(self:Store, interval:str='1d', tickers=None, tables=None, check=None) -> Path|None:
+    "Join the gold of `tickers` (default all files) into the consolidated dataset, sorted by (ticker, date); or the gold `tables` a run streams. `check(table)` sees each row group as it is written."
     from_files = tables is None
     if from_files:
         names = [t for t in sorted(tickers if tickers is not None else self.tickers('gold', interval)) if self.path('gold', interval, t).exists()]
         if not names: raise StoreError(f"no gold files under {self.root/'gold'/interval}; run `stock-nbs transform` first")
         tables = ((t, None) for t in names)
     fresh = 0
+    def put(w, buf, n):
+        group = pa.concat_tables(buf)
+        if check is not None: check(group)
+        w.write_table(group, row_group_size=n)
     def write(tmp):  # streamed in row groups of ~64k rows: memory holds one row group, not the whole universe
         nonlocal fresh
         w, buf, n = None, [], 0
@@ -168,8 +172,8 @@ def _consolidate(self:Store, interval:str='1d', tickers=None, tables=None) -> Pa
                 table = dataset_table(table, interval)
                 if w is None: schema = table.schema; w = pq.ParquetWriter(tmp, schema, use_dictionary=_text_columns(schema))
                 buf.append(table.select(schema.names).cast(schema)); n += buf[-1].num_rows
-                if n >= 64 * 1024: w.write_table(pa.concat_tables(buf), row_group_size=n); buf, n = [], 0
-            if n: w.write_table(pa.concat_tables(buf), row_group_size=n)  # (all empty: a valid file with the schema and no rows)
+                if n >= 64 * 1024: put(w, buf, n); buf, n = [], 0
+            if n: put(w, buf, n)  # (all empty: a valid file with the schema and no rows)
         finally:
             if w is not None: w.close()
         if w is None or not (from_files or fresh): raise _NothingNew()
@@ -183,6 +187,12 @@ def _as_bound(x, dtype:pa.DataType):
     ts = pd.Timestamp(x)
     tz = getattr(dtype, 'tz', None)
     return (ts.tz_localize(tz) if ts.tz is None else ts.tz_convert(tz)) if tz else ts
+
+def ticker_filter(tickers) -> list:
+    "Parquet filters selecting `tickers` (none for None); the range lets row-group statistics skip the file's other tickers, which `in` alone does not."
+    if tickers is None: return []
+    tickers = list(tickers)
+    return [('ticker', 'in', tickers)] + ([('ticker', '>=', min(tickers)), ('ticker', '<=', max(tickers))] if tickers else [])
 
 def load_features(tickers=None, start=None, end=None, columns=None, interval:str='1d', settings:Settings|None=None, source:str='local') -> pd.DataFrame:
     "Gold features of `tickers` (default all) between `start` and `end` (inclusive), as a long frame sorted by (ticker, date); `source='postgres'` reads the synced database."
@@ -202,7 +212,7 @@ def load_features(tickers=None, start=None, end=None, columns=None, interval:str
         unknown = [c for c in columns if c not in schema.names]
         if unknown: raise StoreError(f"unknown column(s) {', '.join(unknown)}; available: {', '.join(schema.names)}")
         columns = ['ticker', 'date', *[c for c in columns if c not in ('ticker', 'date')]]
-    dtype, filters = schema.field('date').type, ([('ticker', 'in', list(tickers))] if tickers is not None else [])
+    dtype, filters = schema.field('date').type, ticker_filter(tickers)
     if start is not None: filters.append(('date', '>=', _as_bound(start, dtype)))
     if end is not None:
         e = _as_bound(end, dtype)  # an intraday end given as a day includes that whole day

@@ -143,3 +143,21 @@ def test_source_wide_gap_in_a_run(tmp_path):
     q = res.quality.set_index('ticker')
     assert q.loc['TCS.NS', 'missing_sessions'] == 0 and q.loc['TCS.NS', 'source_gap_sessions'] == 1
     assert q.loc['ITC.NS', 'missing_sessions'] == 1 and q.loc['ITC.NS', 'missing_dates'] == '2024-02-05'
+
+
+def test_gate_checks_every_row_written_to_the_dataset(tmp_path):
+    "Bars with broken OHLC kept by the silver step (policy flag) and too few rows fail the gate of a real transform."
+    cfg = load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS INFY.NS', 'source.kind': 'synthetic', 'source.start': '2024-01-01',
+                                                  'source.synthetic_faults': 'ohlc', 'source.synthetic_fault_rate': '0.05', 'clean.ohlc': 'flag',
+                                                  'quality.min_rows': '100000', 'storage.data_dir': str(tmp_path/'d')})
+    ingest(cfg, run_date='2024-06-28', progress=False)
+    res = transform(cfg, progress=False, today='2024-06-28')
+    ds = pd.read_parquet(res.dataset)
+    bad = int((ds.high < ds.low).sum())
+    assert bad > 0 and res.gate[0] == f'{len(ds)} rows, fewer than [quality] min_rows = 100000'
+    assert res.gate[1].startswith(f'OHLC validation failed: High < Low violation detected ({bad} rows)')
+    cfg2 = load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS INFY.NS', 'source.kind': 'synthetic', 'source.start': '2024-01-01',
+                                                   'quality.min_rows': '10', 'storage.data_dir': str(tmp_path/'d')})
+    assert transform(cfg2, progress=False, today='2024-06-28').gate == []   # repaired by default: the gate passes
+    res = transform(cfg2, progress=False, today='2024-06-20')               # a dataset holding days after "today"
+    assert res.gate == ['future dates: 2024-06-21, 2024-06-24, 2024-06-25, 2024-06-26, 2024-06-27 (+1)']

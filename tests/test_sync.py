@@ -235,3 +235,20 @@ def test_daily_run_with_sync_reports_it_and_leaks_no_secret(tmp_path, pg_url):
         assert b'Very-s3cret-pw' not in f.read_bytes(), f
     p = run_cli('run', '--settings', ini, '--date', '2024-06-28', '--sync', env={'DATABASE_URL': 'postgresql://x:y@127.0.0.1:1/nope'})
     assert p.returncode == 1 and 'sync failed: cannot connect to postgresql://x@127.0.0.1:1/nope' in p.stdout
+
+
+def test_intraday_rows_round_trip_with_their_instants(tmp_path, pg_url, monkeypatch):
+    "15-minute bars of an NSE and a US ticker land in stock_features_intraday at the same UTC instants, rounded to the schema."
+    cfg = load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS AAPL USDINR=X', 'source.kind': 'synthetic', 'source.interval': '15m',
+                                                  'source.intraday_days': '10', 'storage.data_dir': str(tmp_path/'data'), 'quality.min_rows': '10',
+                                                  'sync.copy_batch_rows': '1000'})
+    ingest(cfg, ['USDINR=X'], run_date='2024-06-28', interval='1d', progress=False)
+    ingest(cfg, run_date='2024-06-28', progress=False)
+    transform(cfg, progress=False, today='2024-06-28')
+    rep = sync(cfg, Secrets({'DATABASE_URL': pg_url}), interval='15m')
+    local = load_features(settings=cfg, interval='15m')
+    assert rep.sent == rep.inserted == len(local) == count(pg_url, 'SELECT count(*) FROM stock_features_intraday') > 1000
+    monkeypatch.setenv('DATABASE_URL', pg_url)
+    back = load_features(settings=cfg, interval='15m', source='postgres')
+    pd.testing.assert_frame_equal(back, db_frame(local), atol=1e-9)
+    assert str(back.date.dt.tz) == 'UTC' and back.date.dt.minute.isin([0, 15, 30, 45]).all() and (back.date.dt.second == 0).all()
