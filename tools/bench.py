@@ -12,22 +12,22 @@ REPO = Path(__file__).resolve().parents[1]
 END = pd.Timestamp('2025-11-20')          # a fixed run date: results comparable between runs of the benchmark
 
 
-def settings(root, n, **over):
+def settings(root, n, years=10, **over):
     from stock_nbs.config import load_settings
     tick = ' '.join(f'B{i:04d}.NS' for i in range(n))
     return load_settings(None, env={}, overrides={'universe.tickers': tick, 'source.kind': 'synthetic', 'storage.data_dir': str(root),
-                                                  'source.start': str((END - pd.DateOffset(years=10)).date()), 'quality.min_rows': '100', **over})
+                                                  'source.start': str((END - pd.DateOffset(years=years)).date()), 'quality.min_rows': '100', **over})
 
 
 def peak_mb():
     return round(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1)
 
 
-def one(n, root, incremental):
-    "Full rebuild of n tickers x 10 years (and optionally an incremental day): stage timings and peak memory."
+def one(n, root, incremental, years=10):
+    "Full rebuild of n tickers x `years` years (and optionally an incremental day): stage timings and peak memory."
     from stock_nbs.ingest import ingest
     from stock_nbs.pipeline import transform
-    s = settings(root, n)
+    s = settings(root, n, years)
     out = {}
     t0 = time.perf_counter(); rep = ingest(s, run_date=END, progress=False); out['ingest'] = time.perf_counter() - t0
     t0 = time.perf_counter(); res = transform(s, progress=False, today=END); out['transform_total'] = time.perf_counter() - t0
@@ -110,9 +110,10 @@ TARGETS = {'5000 full rebuild (s)': 120, '5000 peak RSS (MB)': 4096, 'incrementa
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument('--sizes', default='60,600,5000'); ap.add_argument('--one', type=int); ap.add_argument('--root'); ap.add_argument('--incremental', action='store_true')
+    ap.add_argument('--years', type=int, default=10)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(a.one, Path(a.root), a.incremental))); return
+        print(json.dumps(one(a.one, Path(a.root), a.incremental, a.years))); return
     sizes = [int(x) for x in a.sizes.split(',')]
     res, roots = {'machine': dict(cores=os.cpu_count()), 'run_date': str(END.date())}, {}
     for n in sizes:
@@ -121,6 +122,12 @@ def main():
         print(f'full rebuild, {n} tickers x 10 years ...', flush=True)
         res[f'universe_{n}'] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
     big = max(sizes)
+    if big >= 1000:  # the same universe with one year of history: how much of the cost is history, how much is per ticker
+        r1 = Path(tempfile.mkdtemp(prefix=f'bench_{big}_1y.'))
+        print(f'full rebuild, {big} tickers x 1 year ...', flush=True)
+        res[f'universe_{big}_1y'] = json.loads(subprocess.run([sys.executable, __file__, '--one', str(big), '--root', str(r1), '--years', '1'],
+                                                              capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+        shutil.rmtree(r1, ignore_errors=True)
     print('reads ...', flush=True); res['load_features'] = reads(roots[big], big)
     if big >= 400: print('sync 1M rows ...', flush=True); res['sync'] = sync_bench(roots[big])
     print('daily run ...', flush=True); res['daily_run'] = daily_run()
@@ -139,6 +146,8 @@ def main():
     lines += ['', '| target | goal | measured | met |', '|---|---|---|---|']
     lines += [f"| {k} | {v['target']} | {v['measured'] if v['measured'] is None else round(v['measured'], 3)} | {v['met']} |" for k, v in res['targets'].items()]
     lines += ['', f"incremental indicators equal a full recompute: {u.get('incremental_equals_full_recompute')}",
+              f"incremental day: ingest {u.get('incremental_ingest', float('nan')):.1f} s, transform {u.get('incremental_transform', float('nan')):.1f} s",
+              *([f"full rebuild {big} tickers x 1 year: {res[f'universe_{big}_1y']['full_total']:.1f} s (x 10 years: {u['full_total']:.1f} s)"] if f'universe_{big}_1y' in res else []),
               f"load_features all tickers x one month: {res['load_features']['all_tickers_one_month_ms']:.0f} ms",
               f"sync: {json.dumps(res.get('sync'), default=float)}", f"daily run: {json.dumps(res['daily_run'], default=float)}"]
     (out/'bench.md').write_text('\n'.join(lines) + '\n')
