@@ -110,7 +110,7 @@ def step_changes(df:pd.DataFrame, price:float=0.5, volume:float=3.0) -> pd.DataF
     with np.errstate(invalid='ignore'): hits = [(k, c, np.abs(c) > lim) for k, c, lim in (('price', pc, price), ('volume', vc, volume))]
     out = pd.DataFrame({'date': np.concatenate([d[m] for _, _, m in hits]), 'kind': np.concatenate([np.full(m.sum(), k, dtype=object) for k, _, m in hits]),
                         'change': np.concatenate([c[m] for _, c, m in hits])})
-    return out.sort_values('date', kind='stable', ignore_index=True)
+    return out.sort_values('date', kind='stable', ignore_index=True) if all(m.any() for _, _, m in hits) else out  # one kind alone is in date order
 
 def future_dates(dates:pd.Series, today=None) -> pd.DatetimeIndex:
     "Trading days after `today`."

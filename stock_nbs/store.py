@@ -26,7 +26,7 @@ class StoreError(StockNbsError):
 class Store:
     "Parquet files of one data root."
     def __init__(self, root, fsync:bool=True):
-        self.root, self.fsync = Path(root), fsync  # fsync: flush each file to disk before it replaces the old one
+        self.root, self.fsync = Path(root), fsync  # fsync: bronze files are flushed before they replace the old ones, derived layers by `flush`
 
     def path(self, layer:str, interval:str, ticker:str) -> Path:
         "Where the (layer, interval, ticker) file lives."
@@ -73,7 +73,7 @@ def _text_columns(schema:pa.Schema) -> list[str]:
 def _write_table(self:Store, table:pa.Table, path:Path, sync:bool=True, **kw) -> Path:
     "Write an Arrow table atomically to `path`, flushed to disk before it replaces the old file when the store fsyncs and `sync`."
     def write(tmp):
-        pq.write_table(table, tmp, **{'use_dictionary': _text_columns(table.schema), **kw})
+        pq.write_table(table, tmp, **{'use_dictionary': _text_columns(table.schema), 'write_statistics': False, **kw})  # (a per-ticker file is always read whole)
         if self.fsync and sync:
             with open(tmp, 'rb') as f: os.fsync(f.fileno())
     return atomic_write(path, write)
@@ -170,7 +170,8 @@ def _consolidate(self:Store, interval:str='1d', tickers=None, tables=None, check
                     table = _read_file(self.path('gold', interval, t))
                 else: fresh += 1
                 table = dataset_table(table, interval)
-                if w is None: schema = table.schema; w = pq.ParquetWriter(tmp, schema, use_dictionary=_text_columns(schema))
+                if w is None:  # statistics only where filters use them: ticker and date
+                    schema = table.schema; w = pq.ParquetWriter(tmp, schema, use_dictionary=_text_columns(schema), write_statistics=['ticker', 'date'])
                 buf.append(table.select(schema.names).cast(schema)); n += buf[-1].num_rows
                 if n >= 64 * 1024: put(w, buf, n); buf, n = [], 0
             if n: put(w, buf, n)  # (all empty: a valid file with the schema and no rows)
