@@ -9,7 +9,7 @@ from contextlib import nullcontext, ExitStack
 from logging.handlers import RotatingFileHandler
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
+import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers
 from .ingest import ingest, check_run_date
@@ -116,7 +116,6 @@ class GateTally:
 
     def __call__(self, group:pa.Table):
         "Count a row group and keep its rows with an OHLC violation, a non-positive close or a date after today."
-        import pyarrow.compute as pc
         self.rows, self.columns = self.rows + group.num_rows, group.schema.names
         cols = [c for c in ('date', 'open', 'high', 'low', 'close') if c in self.columns]
         g, bad = group.select(cols), pa.array(np.zeros(group.num_rows, bool))
