@@ -17,13 +17,16 @@ def free_port():
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
-def wait_listening(port, proc, seconds=90):
-    "Wait until voila accepts connections (a GET / would execute the whole notebook once just to probe)."
-    for _ in range(seconds * 4):
+def start_voila(settings, log: Path):
+    "Voila serving the dashboard, its output in `log` (a pipe nobody reads fills up and stalls the server); (url, process)."
+    port = free_port()
+    cmd, env = dashboard_command(settings, port)
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open('w'), stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    for _ in range(90 * 4):  # until it accepts connections (a GET / would execute the whole notebook once just to probe)
         try:
-            socket.create_connection(('127.0.0.1', port), timeout=1).close(); return
+            socket.create_connection(('127.0.0.1', port), timeout=1).close(); return f'http://127.0.0.1:{port}/', proc
         except OSError: time.sleep(0.25)
-    proc.kill(); pytest.fail(f'voila did not listen within {seconds} s:\n' + proc.stdout.read())
+    proc.kill(); pytest.fail(f'voila did not listen within 90 s:\n' + log.read_text()[-3000:])
 
 
 @pytest.fixture(scope='module')
@@ -35,11 +38,8 @@ def served(tmp_path_factory):
     (root/'data'/'bronze'/'1d').mkdir(parents=True)
     (root/'data'/'bronze'/'1d'/'BAD.NS.parquet').write_bytes(b'not parquet')
     run_cli('run', '--settings', ini, '--date', '2024-06-28', check=0)
-    port = free_port()
-    cmd, env = dashboard_command(load_settings(ini, env={}), port)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    wait_listening(port, proc)
-    yield f'http://127.0.0.1:{port}/', root
+    url, proc = start_voila(load_settings(ini, env={}), root/'voila.log')
+    yield url, root
     os.killpg(proc.pid, signal.SIGTERM); proc.wait(timeout=30)
 
 
@@ -69,7 +69,8 @@ def test_every_panel_renders_offline_and_the_ticker_picker_changes_the_chart(ser
     SHOTS.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     pg.goto(url, wait_until='commit', timeout=120_000)
-    pg.wait_for_selector('.panel-explore .js-plotly-plot', timeout=120_000)
+    try: pg.wait_for_selector('.panel-explore .js-plotly-plot', timeout=120_000)
+    except Exception as e: pytest.fail(f"no chart after {time.monotonic() - t0:.0f} s ({e}); page: {pg.inner_text('body')[:1500]!r}; voila log:\n{(root/'voila.log').read_text()[-3000:]}")
     first_chart = time.monotonic() - t0
     for panel in ('health', 'quality', 'drift', 'explore'):
         pg.wait_for_selector(f'.panel-{panel}', timeout=60_000)
@@ -97,13 +98,10 @@ def test_every_panel_renders_offline_and_the_ticker_picker_changes_the_chart(ser
 def test_without_any_run_the_dashboard_says_what_to_run(tmp_path, page):
     ini = tmp_path/'settings.ini'
     ini.write_text("[universe]\ntickers = TCS.NS\n[storage]\ndata_dir = data\n")
-    port = free_port()
-    cmd, env = dashboard_command(load_settings(ini, env={}), port)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url, proc = start_voila(load_settings(ini, env={}), tmp_path/'voila.log')
     try:
-        wait_listening(port, proc)
         pg, errors = page
-        pg.goto(f'http://127.0.0.1:{port}/', wait_until='commit', timeout=120_000)
+        pg.goto(url, wait_until='commit', timeout=120_000)
         pg.wait_for_selector('.panel-explore', timeout=120_000)
         text = pg.inner_text('body')
         assert 'No run yet. Start one with stock-nbs run' in text and 'No gold data yet' in text and 'Traceback' not in text
