@@ -18,7 +18,7 @@ from .workers import TickerPool
 from .clean import clean_bars
 from .features import compute_features
 from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
-from .quality import ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, gap_steps, output_gate, _dates_text
+from .quality import first_future_day, ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, gap_steps, output_gate, _dates_text
 
 # %% auto #0
 __all__ = ['log', 'TransformResult', 'TickerResult', 'quality_settings', 'GateTally', 'transform', 'setup_logging', 'drift_stage',
@@ -123,7 +123,7 @@ class GateTally:
             o, h, l, c = (g[k] for k in ('open', 'high', 'low', 'close'))
             for m in (pc.less(h, l), pc.less(h, o), pc.less(h, c), pc.greater(l, o), pc.greater(l, c), pc.less_equal(c, 0)): bad = pc.or_(bad, pc.fill_null(m, False))
         if 'date' in cols:
-            day = pd.Timestamp(self.today or dt.date.today()).normalize() + pd.Timedelta(days=1)
+            day = first_future_day(self.today)
             tz = getattr(g['date'].type, 'tz', None)
             bad = pc.or_(bad, pc.fill_null(pc.greater_equal(g['date'], pa.scalar(day.tz_localize(tz) if tz else day, g['date'].type)), False))
         if pc.any(bad).as_py(): self.suspect.append(g.filter(bad))

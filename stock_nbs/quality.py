@@ -11,9 +11,9 @@ from .config import StockNbsError, market_of
 
 # %% auto #0
 __all__ = ['REQUIRED_COLUMNS', 'validate_ohlc', 'detect_outliers', 'check_data_freshness', 'expected_sessions', 'session_days',
-           'missing_sessions', 'split_source_gaps', 'stale_runs', 'step_changes', 'future_dates', 'overnight_gaps',
-           'gap_steps', 'ticker_facts', 'finish_report', 'ticker_report', 'get_data_quality_report', 'QualityGateError',
-           'output_gate', 'require_output_gate']
+           'missing_sessions', 'split_source_gaps', 'stale_runs', 'step_changes', 'first_future_day', 'future_dates',
+           'overnight_gaps', 'gap_steps', 'ticker_facts', 'finish_report', 'ticker_report', 'get_data_quality_report',
+           'QualityGateError', 'output_gate', 'require_output_gate']
 
 # %% ../nbs/06_quality.ipynb #6f8d3307
 def validate_ohlc(df:pd.DataFrame) -> tuple[bool, list[str]]:
@@ -112,10 +112,14 @@ def step_changes(df:pd.DataFrame, price:float=0.5, volume:float=3.0) -> pd.DataF
                         'change': np.concatenate([c[m] for _, c, m in hits])})
     return out.sort_values('date', kind='stable', ignore_index=True) if all(m.any() for _, _, m in hits) else out  # one kind alone is in date order
 
+def first_future_day(today=None) -> pd.Timestamp:
+    "The first day after `today` (default: the machine's today): a bar stamped on or after it is in the future."
+    return pd.Timestamp(today or dt.date.today()).normalize() + pd.Timedelta(days=1)
+
 def future_dates(dates:pd.Series, today=None) -> pd.DatetimeIndex:
     "Trading days after `today`."
     d = dates.dt.tz_localize(None) if getattr(dates.dtype, 'tz', None) is not None else dates
-    return session_days(d[d >= pd.Timestamp(today or dt.date.today()).normalize() + pd.Timedelta(days=1)])  # only those days: no distinct days of the whole history
+    return session_days(d[d >= first_future_day(today)])  # only those days: no distinct days of the whole history
 
 # %% ../nbs/06_quality.ipynb #6bd0cc7c
 def overnight_gaps(bars:pd.DataFrame) -> pd.Series:
