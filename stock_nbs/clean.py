@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import numpy as np, pandas as pd
 from .config import StockNbsError, market_of, is_fx
-from .sources import BAR_FIELDS, PRICE_COLUMNS, VALUE_COLUMNS
+from .sources import BAR_FIELDS, PRICE_COLUMNS, VALUE_COLUMNS, float_matrix
 
 # %% auto #0
 __all__ = ['log', 'FLAGS', 'SILVER_COLUMNS', 'CleanError', 'apply_policy', 'with_flags', 'drop_duplicate_dates', 'handle_nulls',
@@ -42,10 +42,6 @@ def with_flags(df:pd.DataFrame) -> pd.DataFrame:
     # built from the column arrays: selecting and assigning columns costs ~0.3 ms each in pandas 3, per ticker
     return pd.DataFrame({**{c: df[c].array for c in BAR_FIELDS}, **{f: np.zeros(len(df), bool) for f in FLAGS}})
 
-def _values(df:pd.DataFrame, cols) -> np.ndarray:
-    "The float matrix of `cols` (rows x columns): the rules' masks are numpy, not per-column pandas."
-    return np.column_stack([df[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in cols])
-
 # %% ../nbs/04_clean.ipynb #9e59dd57
 def drop_duplicate_dates(df:pd.DataFrame, keep:str, counts:dict) -> pd.DataFrame:
     "One row per date, keeping the last (or first) given."
@@ -54,12 +50,12 @@ def drop_duplicate_dates(df:pd.DataFrame, keep:str, counts:dict) -> pd.DataFrame
 
 def _carry_forward(df:pd.DataFrame, bad:pd.Series) -> pd.DataFrame:
     "Replace the values of bad rows with the previous good row's."
-    v = pd.DataFrame(np.where(bad[:, None], np.nan, _values(df, VALUE_COLUMNS))).ffill().to_numpy()
+    v = pd.DataFrame(np.where(bad[:, None], np.nan, float_matrix(df, VALUE_COLUMNS))).ffill().to_numpy()
     return df.assign(**{c: v[:, i] for i, c in enumerate(VALUE_COLUMNS)})
 
 def handle_nulls(df:pd.DataFrame, policy:str, counts:dict) -> pd.DataFrame:
     "Bars missing a price or volume: drop, repair (carry forward; a leading one is dropped) or flag."
-    bad = np.isnan(_values(df, VALUE_COLUMNS)).any(axis=1)
+    bad = np.isnan(float_matrix(df, VALUE_COLUMNS)).any(axis=1)
     if policy == 'repair':  # nothing before the first good bar to carry forward
         lead = bad & ~np.maximum.accumulate(~bad)
         df, bad = apply_policy(df, lead, 'drop', 'nulls', counts), bad[~lead]
@@ -67,12 +63,12 @@ def handle_nulls(df:pd.DataFrame, policy:str, counts:dict) -> pd.DataFrame:
 
 def handle_nonpositive(df:pd.DataFrame, policy:str, counts:dict) -> pd.DataFrame:
     "Bars with a zero or negative price."
-    return apply_policy(df, (_values(df, PRICE_COLUMNS) <= 0).any(axis=1), policy, 'nonpositive', counts)
+    return apply_policy(df, (float_matrix(df, PRICE_COLUMNS) <= 0).any(axis=1), policy, 'nonpositive', counts)
 
 # %% ../nbs/04_clean.ipynb #25ed97ed
 def _ohlc_bounds(df:pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     "Largest and smallest of each bar's open, high, low, close (missing prices skipped)."
-    p = _values(df, ['open', 'high', 'low', 'close'])
+    p = float_matrix(df, ['open', 'high', 'low', 'close'])
     return np.fmax.reduce(p, axis=1), np.fmin.reduce(p, axis=1)
 
 def _repair_ohlc(df:pd.DataFrame, bad:np.ndarray) -> pd.DataFrame:
@@ -89,7 +85,7 @@ def handle_ohlc(df:pd.DataFrame, policy:str, counts:dict) -> pd.DataFrame:
 def handle_placeholders(df:pd.DataFrame, policy:str, counts:dict, fx:bool=False) -> pd.DataFrame:
     "Zero-volume bars with open = high = low = close (not for FX); then flag other zero-volume bars."
     if fx: return df
-    o, h, l, c, v = _values(df, ['open', 'high', 'low', 'close', 'volume']).T
+    o, h, l, c, v = float_matrix(df, ['open', 'high', 'low', 'close', 'volume']).T
     df = apply_policy(df, (o == h) & (h == l) & (l == c) & (v == 0), policy, 'placeholder', counts, flag='flag_placeholder')
     zero = (df.volume.to_numpy() == 0) & ~df.flag_placeholder.to_numpy()
     return apply_policy(df, zero, 'flag', 'zero_volume', counts, flag='flag_zero_volume')

@@ -9,7 +9,7 @@ from contextlib import nullcontext, ExitStack
 from logging.handlers import RotatingFileHandler
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
+import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers
 from .ingest import ingest, check_run_date
@@ -18,7 +18,7 @@ from .workers import TickerPool
 from .clean import clean_bars
 from .features import compute_features
 from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
-from .quality import first_future_day, ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, gap_steps, output_gate, _dates_text
+from .quality import first_future_day, ohlc_problems, ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, gap_steps, output_gate, _dates_text
 
 # %% auto #0
 __all__ = ['log', 'TransformResult', 'TickerResult', 'quality_settings', 'GateTally', 'transform', 'setup_logging', 'drift_stage',
@@ -66,7 +66,7 @@ def _one_ticker(store:Store, settings:Settings, interval:str, ticker:str, fx:pd.
     t3 = time.perf_counter()
     store.write(silver, 'silver', interval, ticker)
     table = pa.Table.from_pandas(gold, preserve_index=False, nthreads=1)
-    store._write_table(table, store.path('gold', interval, ticker), sync=False)  # flushed with the pass (`Store.flush`)
+    store.write(table, 'gold', interval, ticker)  # as Arrow: the same table goes on to the dataset
     t4 = time.perf_counter()
     counts['gold_rows'] = len(gold)
     facts = ticker_facts(silver, ticker, quality_settings(settings, interval), counts, today, missing_sessions(silver.date, market_of(ticker).calendar))
@@ -118,15 +118,11 @@ class GateTally:
         "Count a row group and keep its rows with an OHLC violation, a non-positive close or a date after today."
         self.rows, self.columns = self.rows + group.num_rows, group.schema.names
         cols = [c for c in ('date', 'open', 'high', 'low', 'close') if c in self.columns]
-        g, bad = group.select(cols), pa.array(np.zeros(group.num_rows, bool))
-        if {'open', 'high', 'low', 'close'} <= set(cols):
-            o, h, l, c = (g[k] for k in ('open', 'high', 'low', 'close'))
-            for m in (pc.less(h, l), pc.less(h, o), pc.less(h, c), pc.greater(l, o), pc.greater(l, c), pc.less_equal(c, 0)): bad = pc.or_(bad, pc.fill_null(m, False))
-        if 'date' in cols:
-            day = first_future_day(self.today)
-            tz = getattr(g['date'].type, 'tz', None)
-            bad = pc.or_(bad, pc.fill_null(pc.greater_equal(g['date'], pa.scalar(day.tz_localize(tz) if tz else day, g['date'].type)), False))
-        if pc.any(bad).as_py(): self.suspect.append(g.filter(bad))
+        g, bad = group.select(cols), np.zeros(group.num_rows, bool)
+        if {'open', 'high', 'low', 'close'} <= set(cols):  # the seeds' checks, as `validate_ohlc` makes them (nulls become NaN: never a break)
+            bad |= np.logical_or.reduce(list(ohlc_problems(*(g[k].to_numpy().astype(np.float64) for k in ('open', 'high', 'low', 'close'))).values()))
+        if 'date' in cols: bad |= g['date'].to_numpy() >= np.datetime64(first_future_day(self.today))  # intraday: UTC stamps, as `future_dates` sees them
+        if bad.any(): self.suspect.append(g.filter(pa.array(bad)))
 
     def failures(self, min_rows:int) -> list[str]:
         "Failed output-gate checks (empty: passed)."

@@ -8,22 +8,27 @@ import datetime as dt, os, json, warnings
 from functools import lru_cache
 import numpy as np, pandas as pd
 from .config import StockNbsError, market_of
+from .sources import float_matrix
 
 # %% auto #0
-__all__ = ['REQUIRED_COLUMNS', 'validate_ohlc', 'detect_outliers', 'check_data_freshness', 'expected_sessions', 'session_days',
-           'missing_sessions', 'split_source_gaps', 'stale_runs', 'step_changes', 'first_future_day', 'future_dates',
-           'overnight_gaps', 'gap_steps', 'ticker_facts', 'finish_report', 'ticker_report', 'get_data_quality_report',
-           'QualityGateError', 'output_gate', 'require_output_gate']
+__all__ = ['REQUIRED_COLUMNS', 'ohlc_problems', 'validate_ohlc', 'detect_outliers', 'check_data_freshness', 'expected_sessions',
+           'session_days', 'missing_sessions', 'split_source_gaps', 'stale_runs', 'step_changes', 'first_future_day',
+           'future_dates', 'overnight_gaps', 'gap_steps', 'ticker_facts', 'finish_report', 'ticker_report',
+           'get_data_quality_report', 'QualityGateError', 'output_gate', 'require_output_gate']
 
 # %% ../nbs/06_quality.ipynb #6f8d3307
+def ohlc_problems(o:np.ndarray, h:np.ndarray, l:np.ndarray, c:np.ndarray) -> dict:
+    "Row masks of the seeds' OHLC checks (a missing price breaks none): high < low, high below open/close, low above them, close <= 0."
+    return {'high_low': h < l, 'high': (h < o) | (h < c), 'low': (l > o) | (l > c), 'close': c <= 0}
+
 def validate_ohlc(df:pd.DataFrame) -> tuple[bool, list[str]]:
     "Open-high-low-close relationships and positive closes: (is_valid, errors)."
-    o, h, l, c = (df[k].to_numpy(dtype=np.float64, na_value=np.nan) for k in ('open', 'high', 'low', 'close'))
+    m = ohlc_problems(*float_matrix(df, ['open', 'high', 'low', 'close']).T)
     errors = []
-    if (n := int((h < l).sum())): errors.append(f"High < Low violation detected ({n} rows)")
-    if ((h < o) | (h < c)).any(): errors.append("High not >= Open/Close")
-    if ((l > o) | (l > c)).any(): errors.append("Low not <= Open/Close")
-    if (c <= 0).any(): errors.append("Non-positive close prices found")
+    if (n := int(m['high_low'].sum())): errors.append(f"High < Low violation detected ({n} rows)")
+    if m['high'].any(): errors.append("High not >= Open/Close")
+    if m['low'].any(): errors.append("Low not <= Open/Close")
+    if m['close'].any(): errors.append("Non-positive close prices found")
     return len(errors) == 0, errors
 
 def detect_outliers(df:pd.DataFrame, method:str='iqr', threshold:float=3.0, columns=('open', 'high', 'low', 'close', 'volume')) -> dict:
@@ -159,7 +164,7 @@ def ticker_facts(silver:pd.DataFrame, ticker:str, q, clean_counts:dict|None=None
     stale, steps, fut = stale_runs(silver.close, silver.date, q['stale_sessions']), step_changes(silver, q['step_price'], q['step_volume']), future_dates(silver.date, today)
     flags = [silver[c].to_numpy(dtype=bool) for c in _FLAGGED if c in silver]
     ok, ohlc_errors = validate_ohlc(silver) if len(silver) else (True, [])
-    prices = np.column_stack([silver[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in ('open', 'high', 'low', 'close', 'volume')])
+    prices = float_matrix(silver, ['open', 'high', 'low', 'close', 'volume'])
     return dict(ticker=ticker, rows=len(silver), first_date=silver.date.min(), last_date=silver.date.max(), missing=miss, days=len(session_days(silver.date)),
                 extra_sessions=len(extra), null_rows=int(np.isnan(prices).any(axis=1).sum()),
                 ohlc_valid=ok, ohlc_errors='; '.join(ohlc_errors), flagged_rows=int(np.logical_or.reduce(flags).sum()) if flags else 0,

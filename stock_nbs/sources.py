@@ -15,9 +15,9 @@ from .config import (StockNbsError, Settings, market_of, symbol_of, is_fx, norma
 
 # %% auto #0
 __all__ = ['log', 'BRONZE_COLUMNS', 'PRICE_COLUMNS', 'VALUE_COLUMNS', 'SYNTHETIC_EPOCH', 'INTERVAL_MINUTES', 'REQUIRED_FIELDS',
-           'LOOKBACK_DAYS', 'SourceError', 'is_intraday', 'to_bronze', 'FetchResult', 'SyntheticSource', 'read_bar_csv',
-           'CsvSource', 'check_lookback', 'split_yf_frame', 'YahooUnavailable', 'YahooRateLimited', 'YahooSource',
-           'make_source']
+           'LOOKBACK_DAYS', 'SourceError', 'is_intraday', 'float_matrix', 'to_bronze', 'FetchResult', 'SyntheticSource',
+           'read_bar_csv', 'CsvSource', 'check_lookback', 'split_yf_frame', 'YahooUnavailable', 'YahooRateLimited',
+           'YahooSource', 'make_source']
 
 # %% ../nbs/01_sources.ipynb #a3f39178
 log = logging.getLogger('stock_nbs.sources')
@@ -31,6 +31,10 @@ class SourceError(StockNbsError):
 def is_intraday(interval:str) -> bool:
     "True for minute and hour intervals."
     return interval != '1d'
+
+def float_matrix(df:pd.DataFrame, cols) -> np.ndarray:
+    "Columns of `df` as one float64 matrix (rows x columns), missing values NaN: per-ticker checks mask in numpy, not column by column in pandas."
+    return np.column_stack([df[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in cols])
 
 def to_bronze(df:pd.DataFrame, source:str, fetched_at:pd.Timestamp|None=None, sort:bool=True) -> pd.DataFrame:
     "Normalise a frame holding `BAR_FIELDS` to the bronze schema: dtypes, column order, sorted by date."

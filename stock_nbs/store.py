@@ -78,9 +78,10 @@ def _write_table(self:Store, table:pa.Table, path:Path, sync:bool=True, **kw) ->
             with open(tmp, 'rb') as f: os.fsync(f.fileno())
     return atomic_write(path, write)
 
-def _write(self:Store, df:pd.DataFrame, layer:str, interval:str, ticker:str) -> Path:
-    "Write `df` atomically (temporary file, then rename); returns the path. Bronze is flushed file by file, derived layers by `flush`."
-    return self._write_table(pa.Table.from_pandas(df, preserve_index=False, nthreads=1), self.path(layer, interval, ticker), sync=layer == 'bronze')
+def _write(self:Store, data:pd.DataFrame|pa.Table, layer:str, interval:str, ticker:str) -> Path:
+    "Write a frame (or Arrow table) atomically (temporary file, then rename); returns the path. Bronze is flushed file by file, derived layers by `flush`."
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False, nthreads=1)
+    return self._write_table(table, self.path(layer, interval, ticker), sync=layer == 'bronze')
 
 def _flush(self:Store) -> Store:
     "Flush everything written under the data root to disk in one call (when the store fsyncs)."
