@@ -13,9 +13,11 @@ from .config import Settings, StockNbsError, market_of
 from .sources import FetchResult, VALUE_COLUMNS, BRONZE_COLUMNS, is_intraday, make_source, to_bronze
 from .store import Store
 from .workers import TickerPool
+from .quality import session_days
 
 # %% auto #0
-__all__ = ['log', 'FETCH_CHUNK', 'REPORT_COLUMNS', 'merge_bars', 'fetch_start', 'check_run_date', 'ingest']
+__all__ = ['log', 'LAST_DAYS', 'FETCH_CHUNK', 'REPORT_COLUMNS', 'merge_bars', 'fetch_start', 'bronze_footer', 'stored_days',
+           'check_run_date', 'ingest']
 
 # %% ../nbs/03_ingest.ipynb #daca5b9c
 log = logging.getLogger('stock_nbs.ingest')
@@ -49,14 +51,29 @@ def merge_bars(stored:pd.DataFrame|None, fetched:pd.DataFrame) -> tuple[pd.DataF
                         values_changed=_changed_values(tail, fetched))
 
 # %% ../nbs/03_ingest.ipynb #1f9de729
-def fetch_start(stored:pd.DataFrame|None, overlap:int, first_start) -> pd.Timestamp:
-    "First day to fetch for a ticker, given its stored bars."
-    if stored is None or stored.empty: return pd.Timestamp(first_start)
-    days = np.unique((stored.date.dt.tz_localize(None).dt.normalize() if stored.date.dt.tz else stored.date).to_numpy())
+def fetch_start(days:pd.DatetimeIndex|None, overlap:int, first_start) -> pd.Timestamp:
+    "First day to fetch for a ticker, given the distinct days it has stored (sorted; None or empty: nothing stored)."
+    if days is None or not len(days): return pd.Timestamp(first_start)
     if overlap == 0: return pd.Timestamp(days[-1]) + pd.Timedelta(days=1)
     return pd.Timestamp(days[-min(overlap, len(days))])
 
 # %% ../nbs/03_ingest.ipynb #5e0bf361
+LAST_DAYS = 32  # distinct days a bronze footer lists: more than any sensible [source] overlap_sessions
+
+def bronze_footer(bars:pd.DataFrame) -> dict:
+    "What a bronze file's footer keeps: its last distinct days, and whether those are all of them."
+    days = session_days(bars.date)
+    return {'last_days': days[-LAST_DAYS:].strftime('%Y-%m-%d').tolist(), 'all_days': len(days) <= LAST_DAYS}
+
+def stored_days(store:Store, interval:str, ticker:str, overlap:int) -> pd.DatetimeIndex|None:
+    "A ticker's last stored distinct days, at least the `overlap` that `fetch_start` needs (None: no file)."
+    meta = store.read_meta('bronze', interval, ticker)
+    if meta is None: return None
+    days = meta.get('last_days')
+    if days is not None and (len(days) >= max(overlap, 1) or meta.get('all_days')): return pd.DatetimeIndex(days)
+    return session_days(store.read('bronze', interval, ticker, columns=['date']).date)
+
+# %% ../nbs/03_ingest.ipynb #96a795aa
 FETCH_CHUNK = 200  # tickers per source call: the progress bar moves and memory stays bounded on big universes
 REPORT_COLUMNS = ['ticker', 'status', 'fetch_start', 'fetch_end', 'rows_fetched', 'rows_added', 'values_changed', 'rows_total', 'last_date', 'error']
 
@@ -70,11 +87,11 @@ def _ingest_one(store:Store, interval:str, ticker:str, stored, fetched, start, e
         if stored is None: return _row(ticker, 'failed', start, end, error=f"{ticker}: the source has no bars from {start.date()} to {end.date()}")
         return _row(ticker, 'unchanged', start, end, total=len(stored), last=stored.date.iloc[-1])
     merged, st = merge_bars(stored, fetched)
-    if stored is None or st['rows_added'] or st['values_changed']: store.write(merged, 'bronze', interval, ticker)
+    if stored is None or st['rows_added'] or st['values_changed']: store.write(merged, 'bronze', interval, ticker, meta=bronze_footer(merged))
     status = 'updated' if (st['rows_added'] or st['values_changed']) else 'unchanged'
     return _row(ticker, status, start, end, len(fetched), st['rows_added'], st['values_changed'], len(merged), merged.date.iloc[-1])
 
-# %% ../nbs/03_ingest.ipynb #3f80ddf6
+# %% ../nbs/03_ingest.ipynb #e7b04b1d
 def check_run_date(run_date, today=None) -> pd.Timestamp:
     "The run date as a Timestamp; refuse dates in the future (a source must not be asked for bars not yet traded)."
     d = pd.Timestamp(run_date).normalize()
@@ -82,7 +99,7 @@ def check_run_date(run_date, today=None) -> pd.Timestamp:
     if d > today: raise StockNbsError(f"run date {d.date()} is in the future (today is {today.date()}); pass --date {today.date()} or earlier")
     return d
 
-# %% ../nbs/03_ingest.ipynb #d3a6aa23
+# %% ../nbs/03_ingest.ipynb #9f98729d
 def _first_start(settings:Settings, interval:str, end:pd.Timestamp) -> pd.Timestamp:
     "Start of the first fetch of a ticker with no stored bars."
     if is_intraday(interval): return end - pd.Timedelta(days=settings.source.intraday_days - 1)
@@ -91,15 +108,15 @@ def _first_start(settings:Settings, interval:str, end:pd.Timestamp) -> pd.Timest
     return start
 
 def _plan(store, interval, tickers, overlap, first_start) -> tuple[dict, dict]:
-    "Tickers to fetch grouped by start day (from stored dates only), and unreadable files failing their ticker."
+    "Tickers to fetch grouped by start day (from stored days only), and unreadable files failing their ticker."
     groups, failed = {}, {}
     for t in tickers:
-        try: dates = store.read('bronze', interval, t, columns=['date'])
+        try: days = stored_days(store, interval, t, overlap)
         except StockNbsError as e: failed[t] = str(e); continue
-        groups.setdefault(fetch_start(dates, overlap, first_start), []).append(t)
+        groups.setdefault(fetch_start(days, overlap, first_start), []).append(t)
     return groups, failed
 
-# %% ../nbs/03_ingest.ipynb #96a795aa
+# %% ../nbs/03_ingest.ipynb #dbf9c6c8
 def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval:str|None=None, progress:bool|None=None, lock:bool=True) -> pd.DataFrame:
     "Fetch and merge bronze bars for `tickers` up to `run_date`; one report row per ticker."
     tickers = list(dict.fromkeys(tickers or settings.universe.tickers))
@@ -119,7 +136,7 @@ def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval
             for q in queued: rows += _logged(q)
     return pd.DataFrame(rows, columns=REPORT_COLUMNS).set_index('ticker').loc[tickers].reset_index()
 
-# %% ../nbs/03_ingest.ipynb #e7b04b1d
+# %% ../nbs/03_ingest.ipynb #9a7354cc
 def _merge_task(args) -> dict:
     "`_ingest_one` for a worker, reading the stored bars itself: never raises, a failure is the row's error."
     store, interval, t, fetched, start, end = args

@@ -12,7 +12,7 @@ from filelock import FileLock, Timeout
 from .config import StockNbsError, Settings, load_settings
 
 # %% auto #0
-__all__ = ['LAYERS', 'LOCK_NAME', 'log', 'CONSOLIDATED_NAME', 'StoreError', 'Store', 'atomic_write', 'dataset_table',
+__all__ = ['LAYERS', 'LOCK_NAME', 'log', 'META_KEY', 'CONSOLIDATED_NAME', 'StoreError', 'Store', 'atomic_write', 'dataset_table',
            'ticker_filter', 'load_features']
 
 # %% ../nbs/02_store.ipynb #adb81042
@@ -44,13 +44,26 @@ def _read_file(path:Path, columns:list|None=None) -> pa.Table:
     # ParquetFile, not read_table: the dataset machinery and thread pools cost ~1.5 ms per small file
     with pq.ParquetFile(path, pre_buffer=False) as f: return f.read(columns=columns, use_threads=False)
 
+def _unreadable(path:Path, e:Exception) -> StoreError:
+    "The error for a stored file that cannot be read, with what to do."
+    return StoreError(f"{path} is unreadable ({e}); move it aside and re-run to fetch the ticker again")
+
 def _read(self:Store, layer:str, interval:str, ticker:str, columns:list|None=None) -> pd.DataFrame|None:
     "The stored frame (optionally only `columns`), or None when there is none."
     p = self.path(layer, interval, ticker)
     if not p.exists(): return None
     try: return _read_file(p, columns).to_pandas(use_threads=False)
-    except (OSError, pa.ArrowException) as e:
-        raise StoreError(f"{p} is unreadable ({e}); move it aside and re-run to fetch the ticker again") from None
+    except (OSError, pa.ArrowException) as e: raise _unreadable(p, e) from None
+
+META_KEY = b'stock_nbs'  # the footer key of the facts `Store.write(meta=...)` keeps
+
+def _read_meta(self:Store, layer:str, interval:str, ticker:str) -> dict|None:
+    "The facts `write(..., meta=)` kept in a file's footer ({} when none), or None when there is no file; reads no data pages."
+    p = self.path(layer, interval, ticker)
+    if not p.exists(): return None
+    try: md = pq.read_metadata(p).metadata or {}
+    except (OSError, pa.ArrowException) as e: raise _unreadable(p, e) from None
+    return json.loads(md[META_KEY]) if META_KEY in md else {}
 
 def atomic_write(path:Path, write) -> Path:
     "Write `path` atomically: `write(tmp)` fills a temporary file beside it, which then replaces `path`."
@@ -78,9 +91,10 @@ def _write_table(self:Store, table:pa.Table, path:Path, sync:bool=True, **kw) ->
             with open(tmp, 'rb') as f: os.fsync(f.fileno())
     return atomic_write(path, write)
 
-def _write(self:Store, data:pd.DataFrame|pa.Table, layer:str, interval:str, ticker:str) -> Path:
-    "Write a frame (or Arrow table) atomically (temporary file, then rename); returns the path. Bronze is flushed file by file, derived layers by `flush`."
+def _write(self:Store, data:pd.DataFrame|pa.Table, layer:str, interval:str, ticker:str, meta:dict|None=None) -> Path:
+    "Write a frame (or Arrow table) atomically (temporary file, then rename), with JSON-able `meta` in its footer; returns the path. Bronze is flushed file by file, derived layers by `flush`."
     table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False, nthreads=1)
+    if meta: table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta)})
     return self._write_table(table, self.path(layer, interval, ticker), sync=layer == 'bronze')
 
 def _flush(self:Store) -> Store:
@@ -93,7 +107,7 @@ def _flush(self:Store) -> Store:
         if syncfs is None or syncfs(fd) != 0: os.sync()
     finally: os.close(fd)
     return self
-Store.read, Store.write, Store._write_table, Store.flush = _read, _write, _write_table, _flush
+Store.read, Store.read_meta, Store.write, Store._write_table, Store.flush = _read, _read_meta, _write, _write_table, _flush
 
 # %% ../nbs/02_store.ipynb #802aef74
 def _ensure_writable(self:Store) -> Store:

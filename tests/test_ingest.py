@@ -151,3 +151,22 @@ def test_overlap_zero_asks_only_for_new_days(tmp_path, market):
     assert len(src.requests) == 1 and rep.status.tolist() == ['unchanged'] and rep.rows_total.tolist() == [len(pd.bdate_range('2024-01-01', '2024-03-28'))]
     rep = ingest(cfg, run_date='2024-04-02', source=src, progress=False)
     assert src.requests[-1][1] == pd.Timestamp('2024-03-29') and rep.rows_added.tolist() == [3]
+
+
+def test_the_next_fetch_is_planned_from_the_footer_as_from_the_dates(cfg, market):
+    src = ScriptedSource(market)
+    ingest(cfg, run_date='2024-05-31', source=src, progress=False)
+    st = Store(cfg.data_dir)
+    days = st.read('bronze', '1d', 'TCS.NS').date.dt.strftime('%Y-%m-%d').tolist()
+    assert st.read_meta('bronze', '1d', 'TCS.NS') == {'last_days': days[-32:], 'all_days': False}
+    ingest(cfg, run_date='2024-05-31', source=src, progress=False)
+    from_footer = src.requests[-1]
+    assert from_footer[1] == pd.Timestamp(days[-5])
+    deep = load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS INFY.NS AAPL', 'source.start': '2024-01-01',
+                                                  'source.overlap_sessions': '40', 'storage.data_dir': str(cfg.data_dir)})
+    ingest(deep, run_date='2024-05-31', source=src, progress=False)   # more sessions than the footer lists: from the dates
+    assert src.requests[-1][1] == pd.Timestamp(days[-40])
+    for t in market: st.write(st.read('bronze', '1d', t), 'bronze', '1d', t)   # files as an older version wrote them
+    assert st.read_meta('bronze', '1d', 'TCS.NS') == {}
+    ingest(cfg, run_date='2024-05-31', source=src, progress=False)
+    assert src.requests[-1] == from_footer
