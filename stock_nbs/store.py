@@ -61,9 +61,10 @@ def _read_meta(self:Store, layer:str, interval:str, ticker:str) -> dict|None:
     "The facts `write(..., meta=)` kept in a file's footer ({} when none), or None when there is no file; reads no data pages."
     p = self.path(layer, interval, ticker)
     if not p.exists(): return None
-    try: md = pq.read_metadata(p).metadata or {}
-    except (OSError, pa.ArrowException) as e: raise _unreadable(p, e) from None
-    return json.loads(md[META_KEY]) if META_KEY in md else {}
+    try:
+        md = pq.read_metadata(p).metadata or {}
+        return json.loads(md[META_KEY]) if META_KEY in md else {}
+    except (OSError, pa.ArrowException, ValueError) as e: raise _unreadable(p, e) from None
 
 def atomic_write(path:Path, write) -> Path:
     "Write `path` atomically: `write(tmp)` fills a temporary file beside it, which then replaces `path`."

@@ -170,3 +170,15 @@ def test_the_next_fetch_is_planned_from_the_footer_as_from_the_dates(cfg, market
     assert st.read_meta('bronze', '1d', 'TCS.NS') == {}
     ingest(cfg, run_date='2024-05-31', source=src, progress=False)
     assert src.requests[-1] == from_footer
+
+
+def test_a_bronze_file_with_a_broken_footer_fails_only_its_ticker(cfg, market):
+    import pyarrow as pa, pyarrow.parquet as pq
+    src = ScriptedSource(market)
+    ingest(cfg, run_date='2024-05-31', source=src, progress=False)
+    path = Store(cfg.data_dir).path('bronze', '1d', 'INFY.NS')
+    t = pq.read_table(path)
+    pq.write_table(t.replace_schema_metadata({**t.schema.metadata, b'stock_nbs': b'{not json'}), path)
+    rep = ingest(cfg, run_date='2024-06-07', source=src, progress=False).set_index('ticker')
+    assert rep.loc['INFY.NS', 'status'] == 'failed' and str(path) in rep.loc['INFY.NS', 'error'] and 'move it aside' in rep.loc['INFY.NS', 'error']
+    assert (rep.drop('INFY.NS').status == 'updated').all()
