@@ -238,6 +238,7 @@ SPEC = {
     'data_dir': Key(str, 'data', "root of the bronze/silver/gold Parquet layers", is_path=True),
     'fsync': Key(_bool, 'true', "flush bronze files to disk one by one before they replace the old ones, and the derived layers once per pass (crash-safe on power loss)"),
     'lock_timeout_seconds': Key(_number(float, 0), '0', "how long a run waits for another run's lock (0: refuse at once)"),
+    'max_parts': Key(_number(int, 0, 1000), '10', "runs whose new bronze bars are appended as one part before the parts are folded into the tickers' files (0: rewrite each changed file every run)"),
   },
   'run': {
     'max_failure_share': Key(_number(float, 0, 1), '0.2', "a run fails (exit 1) when more than this share of tickers fail"),

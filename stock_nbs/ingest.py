@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools, logging, datetime as dt
 from contextlib import nullcontext
 from dataclasses import dataclass
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, pyarrow as pa
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of
 from .sources import FetchResult, VALUE_COLUMNS, BRONZE_COLUMNS, is_intraday, make_source, to_bronze
@@ -16,8 +16,8 @@ from .workers import TickerPool
 from .quality import session_days
 
 # %% auto #0
-__all__ = ['log', 'LAST_DAYS', 'FETCH_CHUNK', 'REPORT_COLUMNS', 'merge_bars', 'fetch_start', 'bronze_footer', 'stored_days',
-           'check_run_date', 'ingest']
+__all__ = ['log', 'LAST_DAYS', 'FETCH_CHUNK', 'REPORT_COLUMNS', 'PART_MAX_ROWS', 'merge_bars', 'fetch_start', 'bronze_footer',
+           'stored_days', 'check_run_date', 'ingest', 'compact']
 
 # %% ../nbs/03_ingest.ipynb #daca5b9c
 log = logging.getLogger('stock_nbs.ingest')
@@ -66,11 +66,16 @@ def bronze_footer(bars:pd.DataFrame) -> dict:
     return {'last_days': days[-LAST_DAYS:].strftime('%Y-%m-%d').tolist(), 'all_days': len(days) <= LAST_DAYS}
 
 def stored_days(store:Store, interval:str, ticker:str, overlap:int) -> pd.DatetimeIndex|None:
-    "A ticker's last stored distinct days, at least the `overlap` that `fetch_start` needs (None: no file)."
-    meta = store.read_meta('bronze', interval, ticker)
-    if meta is None: return None
-    days = meta.get('last_days')
-    if days is not None and (len(days) >= max(overlap, 1) or meta.get('all_days')): return pd.DatetimeIndex(days)
+    "A ticker's last stored distinct days (its file's footer with the parts laid over), at least the `overlap` that `fetch_start` needs (None: nothing stored)."
+    meta, held = store.footer('bronze', interval, ticker)
+    pending = store.pending('bronze', interval, ticker, held)
+    if meta is None and not pending: return None
+    days = (meta or {}).get('last_days')
+    if days is not None:
+        days = pd.DatetimeIndex(days).as_unit('ns')  # as `session_days` gives them
+        for _, since, rows in pending:  # (intraday: the part's UTC days, which are the exchange's days for NSE and US hours)
+            days = days[days < since.tz_localize(None).normalize()].union(session_days(rows['date'].to_pandas()))
+        if len(days) >= max(overlap, 1) or meta.get('all_days'): return days
     return session_days(store.read('bronze', interval, ticker, columns=['date']).date)
 
 # %% ../nbs/03_ingest.ipynb #96a795aa
@@ -81,15 +86,24 @@ def _row(ticker, status, start, end, fetched=0, added=0, changed=0, total=0, las
     "One line of the ingest report."
     return dict(zip(REPORT_COLUMNS, [ticker, status, start, end, fetched, added, changed, total, last, error]))
 
-def _ingest_one(store:Store, interval:str, ticker:str, stored, fetched, start, end) -> dict:
-    "Merge one ticker's fetch into its stored bars and write it; the report row."
+PART_MAX_ROWS = 500  # a ticker's changed rows go to the run's part up to this many; more rewrite its file
+
+def _ingest_one(store:Store, interval:str, ticker:str, stored, fetched, start, end, to_part:bool=False) -> tuple[dict, tuple|None]:
+    "Merge one ticker's fetch into its stored bars: the report row, and (its new rows, their first date) for the run's part when `to_part` and they fit; else its file is rewritten."
     if fetched is None or fetched.empty:
-        if stored is None: return _row(ticker, 'failed', start, end, error=f"{ticker}: the source has no bars from {start.date()} to {end.date()}")
-        return _row(ticker, 'unchanged', start, end, total=len(stored), last=stored.date.iloc[-1])
-    merged, st = merge_bars(stored, fetched)
-    if stored is None or st['rows_added'] or st['values_changed']: store.write(merged, 'bronze', interval, ticker, meta=bronze_footer(merged))
-    status = 'updated' if (st['rows_added'] or st['values_changed']) else 'unchanged'
-    return _row(ticker, status, start, end, len(fetched), st['rows_added'], st['values_changed'], len(merged), merged.date.iloc[-1])
+        if stored is None: return _row(ticker, 'failed', start, end, error=f"{ticker}: the source has no bars from {start.date()} to {end.date()}"), None
+        return _row(ticker, 'unchanged', start, end, total=len(stored), last=stored.date.iloc[-1]), None
+    since = fetched.date.iloc[0]
+    cut = 0 if stored is None else int(stored.date.searchsorted(since))  # only stored bars from the fetch's first day on can change
+    tail, st = merge_bars(None if stored is None else stored.iloc[cut:], fetched)
+    changed, part = bool(st['rows_added'] or st['values_changed']), None
+    if stored is not None and changed and to_part and len(tail) <= PART_MAX_ROWS:  # to Arrow here, in the worker; `take` copies the rows out of
+        part = (pa.Table.from_pandas(tail, preserve_index=False, nthreads=1).take(np.arange(len(tail))), since)  # the stored text buffers, or all of them are pickled
+    elif stored is None or changed:
+        merged = tail if stored is None else pd.concat([stored.iloc[:cut], tail], ignore_index=True)
+        store.write(merged, 'bronze', interval, ticker, meta=bronze_footer(merged))
+    row = _row(ticker, 'updated' if changed else 'unchanged', start, end, len(fetched), st['rows_added'], st['values_changed'], cut + len(tail), tail.date.iloc[-1])
+    return row, part
 
 # %% ../nbs/03_ingest.ipynb #e7b04b1d
 def check_run_date(run_date, today=None) -> pd.Timestamp:
@@ -122,42 +136,78 @@ def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval
     tickers = list(dict.fromkeys(tickers or settings.universe.tickers))
     interval, end = interval or settings.source.interval, check_run_date(run_date or dt.date.today())
     source = source if source is not None and not isinstance(source, str) else make_source(settings, source)
-    store = Store(settings.data_dir, settings.storage.fsync)
+    store, to_part = Store(settings.data_dir, settings.storage.fsync), settings.storage.max_parts > 0
     with (store.lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):  # lock=False: the caller holds it
         groups, failed = _plan(store, interval, tickers, settings.source.overlap_sessions, _first_start(settings, interval, end))
-        rows = [_row(t, 'failed', None, end, error=e) for t, e in failed.items()]
+        done = [(_row(t, 'failed', None, end, error=e), None) for t, e in failed.items()]
         bar = tqdm(total=len(tickers) - len(failed), desc=f'ingest {interval}', unit='ticker', disable=None if progress is None else not progress)
         with TickerPool(settings.run.workers, len(tickers) - len(failed)) as pool, bar:  # the source is asked here; merges and writes go to the workers
             queued = []  # the chunk whose merges the workers are doing while the next one is fetched
             for start, group in sorted(groups.items()):
                 for i in range(0, len(group), FETCH_CHUNK):
-                    queued.append(_ingest_group(store, source, interval, group[i:i + FETCH_CHUNK], start, end, pool, bar))
-                    if len(queued) > 1: rows += _logged(queued.pop(0))
-            for q in queued: rows += _logged(q)
+                    queued.append(_ingest_group(store, source, interval, group[i:i + FETCH_CHUNK], start, end, pool, bar, to_part))
+                    if len(queued) > 1: done += _logged(queued.pop(0))
+            for q in queued: done += _logged(q)
+        rows = _store_part(store, interval, done)
+        if len(store.parts('bronze', interval)) > settings.storage.max_parts: compact(store, interval, settings.run.workers)
     return pd.DataFrame(rows, columns=REPORT_COLUMNS).set_index('ticker').loc[tickers].reset_index()
 
-# %% ../nbs/03_ingest.ipynb #9a7354cc
-def _merge_task(args) -> dict:
-    "`_ingest_one` for a worker, reading the stored bars itself: never raises, a failure is the row's error."
-    store, interval, t, fetched, start, end = args
-    try: return _ingest_one(store, interval, t, store.read('bronze', interval, t), fetched, start, end)
-    except Exception as e:  # one ticker's merge or write must not stop the others; the report names it
-        return _row(t, 'failed', start, end, error=str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}")
+def _store_part(store:Store, interval:str, done:list) -> list[dict]:
+    "Write the run's part from the (row, part rows) of each ticker; the report rows (a failed write fails the part's tickers, whose stored bars stay as they were)."
+    parts = {r['ticker']: p for r, p in done if p is not None}
+    if parts:
+        try: path = store.append(parts, 'bronze', interval); log.info("%d tickers' new bars appended to %s", len(parts), path)
+        except StockNbsError as e:
+            log.error("%s", e)
+            return [_row(r['ticker'], 'failed', r['fetch_start'], r['fetch_end'], error=str(e)) if p is not None else r for r, p in done]
+    return [r for r, _ in done]
 
-def _ingest_group(store, source, interval, group, start, end, pool:TickerPool, bar):
+# %% ../nbs/03_ingest.ipynb #9a7354cc
+def _merge_task(args) -> tuple[dict, tuple|None]:
+    "`_ingest_one` for a worker, reading the stored bars itself: never raises, a failure is the row's error."
+    store, interval, t, fetched, start, end, to_part = args
+    try: return _ingest_one(store, interval, t, store.read('bronze', interval, t), fetched, start, end, to_part)
+    except Exception as e:  # one ticker's merge or write must not stop the others; the report names it
+        return _row(t, 'failed', start, end, error=str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}"), None
+
+def _ingest_group(store, source, interval, group, start, end, pool:TickerPool, bar, to_part:bool=False):
     "Fetch one group of tickers sharing a start day and hand their merges to `pool`; an iterator of report rows (failures stay per ticker)."
     if start > end: res = FetchResult()  # up to date already (overlap 0): nothing to ask the source
     else:
         try: res = source.fetch(group, start, end, interval)
         except StockNbsError as e: res = FetchResult(failed={t: str(e) for t in group})
-    failed = [_row(t, 'failed', start, end, error=res.failed[t]) for t in group if t in res.failed]
+    failed = [(_row(t, 'failed', start, end, error=res.failed[t]), None) for t in group if t in res.failed]
     bar.update(len(failed))
-    return itertools.chain(failed, pool.imap(_merge_task, [(store, interval, t, res.bars.get(t), start, end) for t in group if t not in res.failed], bar))
+    return itertools.chain(failed, pool.imap(_merge_task, [(store, interval, t, res.bars.get(t), start, end, to_part) for t in group if t not in res.failed], bar))
 
-def _logged(rows) -> list:
-    "The report rows, each logged (here: a worker's log records would not reach a kernel's handlers)."
-    rows = list(rows)
-    for r in rows:
+def _logged(done) -> list:
+    "The (report row, part rows) of each ticker, each row logged (here: a worker's log records would not reach a kernel's handlers)."
+    done = list(done)
+    for r, _ in done:
         if r['status'] == 'failed': log.warning("%s: %s", r['ticker'], r['error'])
         else: log.info("%s: %d bars fetched, %d added, %d values changed, %d stored", r['ticker'], r['rows_fetched'], r['rows_added'], r['values_changed'], r['rows_total'])
-    return rows
+    return done
+
+# %% ../nbs/03_ingest.ipynb #6234b78a
+def _compact_task(args) -> str:
+    "Rewrite one ticker's bronze file with its parts laid over (a worker); the error, or ''."
+    store, interval, t = args
+    try:
+        if store.pending('bronze', interval, t):  # (a compaction stopped half-way left it done already)
+            bars = store.read('bronze', interval, t)
+            store.write(bars, 'bronze', interval, t, meta=bronze_footer(bars))
+        return ''
+    except Exception as e: return f"{t}: {e}" if isinstance(e, StockNbsError) else f"{t}: {type(e).__name__}: {e}"  # the parts stay: nothing is lost
+
+def compact(store:Store, interval:str, workers:int=1) -> int:
+    "Fold the bronze parts into the tickers' files, then delete them (kept if any ticker failed); the number of parts folded."
+    parts = store.parts('bronze', interval)
+    if not parts: return 0
+    tickers = store.pending_tickers('bronze', interval)
+    with TickerPool(workers, len(tickers)) as pool: errors = [e for e in pool.imap(_compact_task, [(store, interval, t) for t in tickers]) if e]
+    if errors:
+        log.warning("bronze parts kept: %d tickers could not be folded (first: %s); they are read with the parts laid over", len(errors), errors[0])
+        return 0
+    n = store.drop_parts('bronze', interval, parts[-1][0])
+    log.info("%d bronze parts folded into %d %s files", n, len(tickers), interval)
+    return n

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_store.ipynb #098807fe
 from __future__ import annotations
-import ctypes, json, logging, os, socket, sys, uuid, datetime as dt
+import ctypes, json, logging, os, socket, sys, time, uuid, datetime as dt
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
@@ -12,8 +12,8 @@ from filelock import FileLock, Timeout
 from .config import StockNbsError, Settings, load_settings
 
 # %% auto #0
-__all__ = ['LAYERS', 'LOCK_NAME', 'log', 'META_KEY', 'CONSOLIDATED_NAME', 'StoreError', 'Store', 'atomic_write', 'dataset_table',
-           'ticker_filter', 'load_features']
+__all__ = ['LAYERS', 'LOCK_NAME', 'log', 'META_KEY', 'PARTS_DIR', 'PARTS_KEY', 'CONSOLIDATED_NAME', 'StoreError', 'Store',
+           'atomic_write', 'dataset_table', 'ticker_filter', 'load_features']
 
 # %% ../nbs/02_store.ipynb #adb81042
 LAYERS = ('bronze', 'silver', 'gold')
@@ -28,15 +28,19 @@ class Store:
     def __init__(self, root, fsync:bool=True):
         self.root, self.fsync = Path(root), fsync  # fsync: bronze files are flushed before they replace the old ones, derived layers by `flush`
 
+    def folder(self, layer:str, interval:str) -> Path:
+        "The folder of a (layer, interval)."
+        if layer not in LAYERS: raise StoreError(f"unknown layer '{layer}'; layers are {', '.join(LAYERS)}")
+        return self.root/layer/interval
+
     def path(self, layer:str, interval:str, ticker:str) -> Path:
         "Where the (layer, interval, ticker) file lives."
-        if layer not in LAYERS: raise StoreError(f"unknown layer '{layer}'; layers are {', '.join(LAYERS)}")
-        return self.root/layer/interval/f"{ticker.replace('/', '_')}.parquet"
+        return self.folder(layer, interval)/f"{ticker.replace('/', '_')}.parquet"
 
     def tickers(self, layer:str, interval:str) -> list[str]:
-        "Tickers with a file in (layer, interval)."
-        d = self.root/layer/interval
-        return sorted(p.stem for p in d.glob('*.parquet')) if d.is_dir() else []
+        "Tickers with a file or rows in a part in (layer, interval)."
+        d = self.folder(layer, interval)
+        return sorted({p.stem for p in d.glob('*.parquet')} | set(self._part_index(layer, interval))) if d.is_dir() else []
 
 # %% ../nbs/02_store.ipynb #923e5544
 def _read_file(path:Path, columns:list|None=None) -> pa.Table:
@@ -49,22 +53,33 @@ def _unreadable(path:Path, e:Exception) -> StoreError:
     return StoreError(f"{path} is unreadable ({e}); move it aside and re-run to fetch the ticker again")
 
 def _read(self:Store, layer:str, interval:str, ticker:str, columns:list|None=None) -> pd.DataFrame|None:
-    "The stored frame (optionally only `columns`), or None when there is none."
-    p = self.path(layer, interval, ticker)
-    if not p.exists(): return None
-    try: return _read_file(p, columns).to_pandas(use_threads=False)
-    except (OSError, pa.ArrowException) as e: raise _unreadable(p, e) from None
+    "The stored frame (optionally only `columns`) with the parts its file does not hold laid over it, or None when there is none."
+    p, pieces = self.path(layer, interval, ticker), self._part_index(layer, interval).get(ticker)
+    cols = columns if not pieces or columns is None or 'date' in columns else ['date', *columns]  # parts are laid over by date
+    table = None
+    if p.exists():
+        try: table = _read_file(p, cols)
+        except (OSError, pa.ArrowException) as e: raise _unreadable(p, e) from None
+    if pieces:
+        held = int((table.schema.metadata or {}).get(PARTS_KEY, 0)) if table is not None else 0
+        table = _overlay(table, [(s, d, r.select(cols) if cols else r) for s, d, r in pieces if s > held])
+        if table is not None and cols != columns: table = table.select(columns)
+    return None if table is None else table.to_pandas(use_threads=False)
 
 META_KEY = b'stock_nbs'  # the footer key of the facts `Store.write(meta=...)` keeps
 
-def _read_meta(self:Store, layer:str, interval:str, ticker:str) -> dict|None:
-    "The facts `write(..., meta=)` kept in a file's footer ({} when none), or None when there is no file; reads no data pages."
+def _footer(self:Store, layer:str, interval:str, ticker:str) -> tuple[dict|None, int]:
+    "The facts `write(..., meta=)` kept in a file's footer ({} when none; None when there is no file) and the last part it holds; reads no data pages."
     p = self.path(layer, interval, ticker)
-    if not p.exists(): return None
+    if not p.exists(): return None, 0
     try:
         md = pq.read_metadata(p).metadata or {}
-        return json.loads(md[META_KEY]) if META_KEY in md else {}
+        return (json.loads(md[META_KEY]) if META_KEY in md else {}), int(md.get(PARTS_KEY, 0))
     except (OSError, pa.ArrowException, ValueError) as e: raise _unreadable(p, e) from None
+
+def _read_meta(self:Store, layer:str, interval:str, ticker:str) -> dict|None:
+    "The facts `write(..., meta=)` kept in a file's footer ({} when none), or None when there is no file; reads no data pages."
+    return self.footer(layer, interval, ticker)[0]
 
 def atomic_write(path:Path, write) -> Path:
     "Write `path` atomically: `write(tmp)` fills a temporary file beside it, which then replaces `path`."
@@ -95,7 +110,9 @@ def _write_table(self:Store, table:pa.Table, path:Path, sync:bool=True, **kw) ->
 def _write(self:Store, data:pd.DataFrame|pa.Table, layer:str, interval:str, ticker:str, meta:dict|None=None) -> Path:
     "Write a frame (or Arrow table) atomically (temporary file, then rename), with JSON-able `meta` in its footer; returns the path. Bronze is flushed file by file, derived layers by `flush`."
     table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False, nthreads=1)
-    if meta: table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta)})
+    parts = self.parts(layer, interval)  # the file holds the ticker's complete bars, so every part so far
+    if meta or parts: table = table.replace_schema_metadata({**(table.schema.metadata or {}), **({META_KEY: json.dumps(meta)} if meta else {}),
+                                                            **({PARTS_KEY: str(parts[-1][0])} if parts else {})})
     return self._write_table(table, self.path(layer, interval, ticker), sync=layer == 'bronze')
 
 def _flush(self:Store) -> Store:
@@ -108,9 +125,84 @@ def _flush(self:Store) -> Store:
         if syncfs is None or syncfs(fd) != 0: os.sync()
     finally: os.close(fd)
     return self
-Store.read, Store.read_meta, Store.write, Store._write_table, Store.flush = _read, _read_meta, _write, _write_table, _flush
+Store.read, Store.footer, Store.read_meta, Store.write, Store._write_table, Store.flush = _read, _footer, _read_meta, _write, _write_table, _flush
 
-# %% ../nbs/02_store.ipynb #802aef74
+# %% ../nbs/02_store.ipynb #60cba582
+PARTS_DIR = '_parts'  # <layer>/<interval>/_parts/<seq>.parquet; not a ticker file: `tickers` globs *.parquet
+PARTS_KEY = b'stock_nbs.parts'  # footer key: the last part a ticker's own file already holds
+_PART_CACHE = {}  # folder -> (what its parts were when read, their index): a pass reads each part once per process
+
+def _parts(self:Store, layer:str, interval:str) -> list[tuple[int, Path]]:
+    "The (seq, path) of a layer's parts, oldest first."
+    d = self.folder(layer, interval)/PARTS_DIR
+    return sorted((int(p.stem), p) for p in d.glob('*.parquet') if p.stem.isdigit()) if d.is_dir() else []
+
+def _utc64(ts:pd.Timestamp) -> np.datetime64:
+    "A bound comparable with a date column's numpy values (tz-aware columns give UTC)."
+    return np.datetime64((ts.tz_convert('UTC').tz_localize(None) if ts.tz is not None else ts).as_unit('ns'))
+
+def _part_index(self:Store, layer:str, interval:str) -> dict:
+    "ticker -> [(seq, since, rows)] of a layer's parts, oldest first; read once per process until the parts change."
+    parts = self.parts(layer, interval)
+    key, seen = str(self.folder(layer, interval)), tuple((s, p.stat().st_mtime_ns) for s, p in parts)
+    if key in _PART_CACHE and _PART_CACHE[key][0] == seen: return _PART_CACHE[key][1]
+    index = {}
+    for seq, p in parts:
+        try:
+            table = _read_file(p)
+            since = json.loads(table.schema.metadata[META_KEY])['since']
+        except (OSError, pa.ArrowException, ValueError, KeyError, TypeError) as e:
+            raise StoreError(f"part {p} is unreadable ({e}); move it aside and re-run: the next ingest fetches its days again") from None
+        tick = table['ticker'].to_numpy(zero_copy_only=False)  # rows are sorted by ticker
+        cuts = np.flatnonzero(np.r_[True, tick[1:] != tick[:-1]]) if len(tick) else np.zeros(0, int)
+        slices = {tick[a]: (a, b) for a, b in zip(cuts, np.r_[cuts[1:], len(tick)])}
+        rows = table.drop_columns(['ticker']).replace_schema_metadata(None)
+        for t, start in since.items():
+            a, b = slices.get(t, (0, 0))
+            index.setdefault(t, []).append((seq, pd.Timestamp(start), rows.slice(a, b - a)))
+    _PART_CACHE[key] = (seen, index)
+    return index
+
+def _overlay(table:pa.Table|None, pieces) -> pa.Table|None:
+    "A ticker's table with each piece's rows replacing its rows from the piece's date on."
+    for _, since, rows in pieces:
+        if table is None: table = rows; continue
+        keep = table['date'].to_numpy() < _utc64(since)
+        table = pa.concat_tables([table.filter(pa.array(keep)), rows.select(table.schema.names).cast(table.schema)])
+    return table
+
+def _as_part_rows(rows, ticker:str) -> pa.Table:
+    "One ticker's rows as a part holds them: with a `ticker` column, intraday stamps in UTC (tickers of several exchanges share a part)."
+    t = rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False, nthreads=1)
+    t = t.replace_schema_metadata(None).append_column('ticker', pa.array(np.full(t.num_rows, ticker, dtype=object), pa.string()))
+    if getattr(t.schema.field('date').type, 'tz', None): t = t.set_column(t.schema.get_field_index('date'), 'date', t['date'].cast(pa.timestamp('ns', 'UTC')))
+    return t
+
+def _append(self:Store, rows:dict, layer:str, interval:str) -> Path:
+    "Write one part from `rows` (ticker -> (its rows, the first date they replace)): readers lay them over the tickers' stored rows."
+    seq = max(time.time_ns(), max((s for s, _ in self.parts(layer, interval)), default=0) + 1)  # after every part a file's footer names, even once parts are dropped
+    table = pa.concat_tables([_as_part_rows(r, t) for t, (r, _) in sorted(rows.items())])
+    table = table.replace_schema_metadata({META_KEY: json.dumps({'since': {t: pd.Timestamp(d).isoformat() for t, (_, d) in rows.items()}})})
+    return self._write_table(table, self.folder(layer, interval)/PARTS_DIR/f'{seq}.parquet', sync=True)
+
+def _pending(self:Store, layer:str, interval:str, ticker:str, held:int|None=None) -> list:
+    "The [(seq, since, rows)] of the parts a ticker's own file does not hold yet (`held`: its `footer`'s last part, if read already); rows as the part holds them (intraday stamps in UTC)."
+    pieces = self._part_index(layer, interval).get(ticker, [])
+    if pieces and held is None: held = self.footer(layer, interval, ticker)[1]
+    return [x for x in pieces if x[0] > (held or 0)]
+
+def _pending_tickers(self:Store, layer:str, interval:str) -> list[str]:
+    "Tickers with rows in a part."
+    return sorted(self._part_index(layer, interval))
+
+def _drop_parts(self:Store, layer:str, interval:str, upto:int) -> int:
+    "Delete the parts up to `upto` (once every ticker's file holds them); how many."
+    gone = [p for s, p in self.parts(layer, interval) if s <= upto]
+    for p in gone: p.unlink()
+    return len(gone)
+Store.parts, Store._part_index, Store.append, Store.pending, Store.pending_tickers, Store.drop_parts = _parts, _part_index, _append, _pending, _pending_tickers, _drop_parts
+
+# %% ../nbs/02_store.ipynb #a2632a31
 def _ensure_writable(self:Store) -> Store:
     "Create the data root if needed and prove it is writable, else raise `StoreError`."
     probe = self.root/f'.write-probe-{uuid.uuid4().hex[:8]}'
@@ -123,7 +215,7 @@ def _ensure_writable(self:Store) -> Store:
     return self
 Store.ensure_writable = _ensure_writable
 
-# %% ../nbs/02_store.ipynb #e4020f6a
+# %% ../nbs/02_store.ipynb #893191b2
 def _holder(self:Store) -> str:
     "Who holds the lock, as recorded by the holder."
     try: h = json.loads((self.root/f'{LOCK_NAME}.json').read_text())
@@ -148,7 +240,7 @@ def _lock(self:Store, timeout:float=0):
         lock.release(); log.info("lock on %s released by pid %d", self.root, os.getpid())
 Store._holder, Store.lock = _holder, _lock
 
-# %% ../nbs/02_store.ipynb #7a905652
+# %% ../nbs/02_store.ipynb #cf2fa6a8
 CONSOLIDATED_NAME = 'features_dataset.parquet'
 
 def _consolidated_path(self:Store, interval:str='1d') -> Path:
@@ -198,7 +290,7 @@ def _consolidate(self:Store, interval:str='1d', tickers=None, tables=None, check
     except _NothingNew: return None
 Store.consolidated_path, Store.consolidate = _consolidated_path, _consolidate
 
-# %% ../nbs/02_store.ipynb #893191b2
+# %% ../nbs/02_store.ipynb #dd71b476
 def _as_bound(x, dtype:pa.DataType):
     "A date bound as a Timestamp matching the column's timezone."
     ts = pd.Timestamp(x)

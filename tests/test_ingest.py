@@ -33,10 +33,14 @@ def market():
     return {t: src.bars(t, '2024-01-01', '2024-06-28') for t in ['TCS.NS', 'INFY.NS', 'AAPL']}
 
 
+def settings_at(root, **over):
+    return load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS INFY.NS AAPL', 'source.start': '2024-01-01',
+                                                  'source.overlap_sessions': '5', 'storage.data_dir': str(root), **over})
+
+
 @pytest.fixture
 def cfg(tmp_path):
-    return load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS INFY.NS AAPL', 'source.start': '2024-01-01',
-                                                  'source.overlap_sessions': '5', 'storage.data_dir': str(tmp_path/'data')})
+    return settings_at(tmp_path/'data')
 
 
 def digest(root):
@@ -101,7 +105,8 @@ def test_a_failing_ticker_is_isolated_and_reported(cfg, market):
     assert Store(cfg.data_dir).tickers('bronze', '1d') == ['AAPL', 'TCS.NS']
 
 
-def test_a_crash_while_writing_one_ticker_keeps_the_others_and_the_old_file(cfg, market, monkeypatch):
+def test_a_crash_while_writing_one_ticker_keeps_the_others_and_the_old_file(tmp_path, market, monkeypatch):
+    cfg = settings_at(tmp_path/'data', **{'storage.max_parts': '0'})   # every change rewrites its ticker's file
     src = ScriptedSource(market)
     ingest(cfg, run_date='2024-03-22', source=src, progress=False)
     before = digest(cfg.data_dir)
@@ -182,3 +187,60 @@ def test_a_bronze_file_with_a_broken_footer_fails_only_its_ticker(cfg, market):
     rep = ingest(cfg, run_date='2024-06-07', source=src, progress=False).set_index('ticker')
     assert rep.loc['INFY.NS', 'status'] == 'failed' and str(path) in rep.loc['INFY.NS', 'error'] and 'move it aside' in rep.loc['INFY.NS', 'error']
     assert (rep.drop('INFY.NS').status == 'updated').all()
+
+
+def test_new_bars_go_to_one_part_and_read_as_if_each_file_was_rewritten(tmp_path, market):
+    """Parts and file rewrites give the same bars, reports and fetch plans, through revisions, omitted dates and compactions."""
+    runs = ['2024-03-22', '2024-03-29', '2024-04-05', '2024-04-05', '2024-04-12', '2024-04-19', '2024-04-26']
+    modes = {'files': settings_at(tmp_path/'files', **{'storage.max_parts': '0'}), 'parts': settings_at(tmp_path/'parts', **{'storage.max_parts': '2'})}
+    srcs = {m: ScriptedSource({t: df.copy() for t, df in market.items()}) for m in modes}
+    for i, day in enumerate(runs):
+        if i == 3:  # the vendor revises a close in the overlap and omits a day
+            for src in srcs.values():
+                tcs = src.table['TCS.NS']; tcs.loc[tcs.date == '2024-04-03', 'close'] += 2.5
+                src.drop = {pd.Timestamp('2024-04-02')}
+        reps = {m: ingest(cfg, run_date=day, source=srcs[m], progress=False) for m, cfg in modes.items()}
+        pd.testing.assert_frame_equal(reps['parts'], reps['files'])
+        assert srcs['parts'].requests == srcs['files'].requests
+        for t in market:  # (fetched_at: when each run fetched, which differs between the two roots)
+            pd.testing.assert_frame_equal(*(Store(tmp_path/m).read('bronze', '1d', t).drop(columns='fetched_at') for m in modes))
+        parts = Store(tmp_path/'parts').parts('bronze', '1d')
+        assert len(parts) == [0, 1, 2, 0, 1, 2, 0][i], (day, parts)    # the first run writes files; a third part folds them all back
+    assert Store(tmp_path/'parts').read('bronze', '1d', 'TCS.NS').set_index('date').close['2024-04-03'] == \
+        market['TCS.NS'].set_index('date').close['2024-04-03'] + 2.5
+    assert not list((tmp_path/'files'/'bronze'/'1d').glob('_parts/*'))
+
+
+def test_a_failed_part_write_fails_its_tickers_and_the_next_run_fetches_again(cfg, market, monkeypatch):
+    import pyarrow.parquet as pq
+    src = ScriptedSource(market)
+    ingest(cfg, run_date='2024-03-22', source=src, progress=False)
+    before = digest(cfg.data_dir)
+    real = pq.write_table
+    def full_disk(table, where, *a, **k):
+        if '_parts' in str(where):
+            open(where, 'wb').write(b'PAR1 half a file')
+            raise OSError(28, 'No space left on device')
+        return real(table, where, *a, **k)
+    monkeypatch.setattr(pq, 'write_table', full_disk)
+    rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
+    assert (rep.status == 'failed').all() and rep.error.str.contains('No space left on device').all() and rep.error.str.contains('_parts').all()
+    assert digest(cfg.data_dir) == before and not list((cfg.data_dir/'bronze'/'1d').rglob('*.tmp'))
+    assert Store(cfg.data_dir).parts('bronze', '1d') == []
+    monkeypatch.setattr(pq, 'write_table', real)
+    rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
+    assert (rep.status == 'updated').all() and rep.rows_added.tolist() == [5, 5, 5]
+    assert Store(cfg.data_dir).read('bronze', '1d', 'AAPL').date.iloc[-1] == pd.Timestamp('2024-03-29')
+
+
+def test_an_unreadable_part_names_itself_and_what_to_do(cfg, market):
+    src = ScriptedSource(market)
+    ingest(cfg, run_date='2024-03-22', source=src, progress=False)
+    ingest(cfg, run_date='2024-03-29', source=src, progress=False)
+    (_, part), = Store(cfg.data_dir).parts('bronze', '1d')
+    part.write_bytes(b'PAR1 garbage')
+    with pytest.raises(StockNbsError, match=f'part {part} is unreadable.*move it aside'):
+        Store(cfg.data_dir).read('bronze', '1d', 'TCS.NS')
+    part.rename(tmp := part.with_suffix('.aside'))
+    rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)   # the next run fetches those days again
+    assert rep.rows_added.tolist() == [5, 5, 5]
