@@ -244,3 +244,16 @@ def test_an_unreadable_part_names_itself_and_what_to_do(cfg, market):
     part.rename(tmp := part.with_suffix('.aside'))
     rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)   # the next run fetches those days again
     assert rep.rows_added.tolist() == [5, 5, 5]
+
+
+def test_intraday_bars_of_two_exchanges_go_to_one_part_and_keep_their_timezones(tmp_path):
+    over = {'universe.tickers': 'TCS.NS AAPL', 'source.kind': 'synthetic', 'source.synthetic_faults': '', 'source.intraday_days': '5'}
+    modes = {m: settings_at(tmp_path/m, **over, **{'storage.max_parts': n}) for m, n in (('files', '0'), ('parts', '10'))}
+    for day in ('2024-06-26', '2024-06-28'):
+        reps = {m: ingest(cfg, run_date=day, interval='15m', progress=False) for m, cfg in modes.items()}
+        pd.testing.assert_frame_equal(reps['parts'], reps['files'])
+    assert len(Store(tmp_path/'parts').parts('bronze', '15m')) == 1 and (reps['parts'].rows_added > 0).all()
+    for t, tz in (('TCS.NS', 'Asia/Kolkata'), ('AAPL', 'America/New_York')):
+        got = Store(tmp_path/'parts').read('bronze', '15m', t)
+        assert str(got.date.dt.tz) == tz
+        pd.testing.assert_frame_equal(got.drop(columns='fetched_at'), Store(tmp_path/'files').read('bronze', '15m', t).drop(columns='fetched_at'))
