@@ -47,6 +47,18 @@ def digest(root):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root/'bronze'/'1d').glob('*.parquet'))}
 
 
+def fill_disk_when_writing(monkeypatch, marker):
+    """Make Parquet writes to a path containing `marker` leave half a file and fail as a full disk does; undo with monkeypatch.undo()."""
+    import pyarrow.parquet as pq
+    real = pq.write_table
+    def write(table, where, *a, **k):
+        if marker in str(where):
+            open(where, 'wb').write(b'PAR1 half a file')
+            raise OSError(28, 'No space left on device')
+        return real(table, where, *a, **k)
+    monkeypatch.setattr(pq, 'write_table', write)
+
+
 def test_same_date_twice_fetches_only_the_overlap_and_changes_nothing(cfg, market):
     src = ScriptedSource(market)
     first = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
@@ -110,14 +122,7 @@ def test_a_crash_while_writing_one_ticker_keeps_the_others_and_the_old_file(tmp_
     src = ScriptedSource(market)
     ingest(cfg, run_date='2024-03-22', source=src, progress=False)
     before = digest(cfg.data_dir)
-    import pyarrow.parquet as pq
-    real = pq.write_table
-    def flaky(table, where, *a, **k):
-        if 'INFY' in str(where):
-            open(where, 'wb').write(b'PAR1 half a file')
-            raise OSError(28, 'No space left on device')
-        return real(table, where, *a, **k)
-    monkeypatch.setattr(pq, 'write_table', flaky)
+    fill_disk_when_writing(monkeypatch, 'INFY')
     rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False).set_index('ticker')
     assert rep.loc['INFY.NS', 'status'] == 'failed' and 'No space left on device' in rep.loc['INFY.NS', 'error']
     assert rep.loc['TCS.NS', 'status'] == 'updated'
@@ -212,22 +217,15 @@ def test_new_bars_go_to_one_part_and_read_as_if_each_file_was_rewritten(tmp_path
 
 
 def test_a_failed_part_write_fails_its_tickers_and_the_next_run_fetches_again(cfg, market, monkeypatch):
-    import pyarrow.parquet as pq
     src = ScriptedSource(market)
     ingest(cfg, run_date='2024-03-22', source=src, progress=False)
     before = digest(cfg.data_dir)
-    real = pq.write_table
-    def full_disk(table, where, *a, **k):
-        if '_parts' in str(where):
-            open(where, 'wb').write(b'PAR1 half a file')
-            raise OSError(28, 'No space left on device')
-        return real(table, where, *a, **k)
-    monkeypatch.setattr(pq, 'write_table', full_disk)
+    fill_disk_when_writing(monkeypatch, '_parts')
     rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
     assert (rep.status == 'failed').all() and rep.error.str.contains('No space left on device').all() and rep.error.str.contains('_parts').all()
     assert digest(cfg.data_dir) == before and not list((cfg.data_dir/'bronze'/'1d').rglob('*.tmp'))
     assert Store(cfg.data_dir).parts('bronze', '1d') == []
-    monkeypatch.setattr(pq, 'write_table', real)
+    monkeypatch.undo()
     rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
     assert (rep.status == 'updated').all() and rep.rows_added.tolist() == [5, 5, 5]
     assert Store(cfg.data_dir).read('bronze', '1d', 'AAPL').date.iloc[-1] == pd.Timestamp('2024-03-29')
