@@ -171,12 +171,15 @@ def _overlay(table:pa.Table|None, pieces) -> pa.Table|None:
         table = pa.concat_tables([table.filter(pa.array(keep)), rows.select(table.schema.names).cast(table.schema)])
     return table
 
-def _as_part_rows(rows, ticker:str) -> pa.Table:
-    "One ticker's rows as a part holds them: with a `ticker` column, intraday stamps in UTC (tickers of several exchanges share a part)."
-    t = rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False, nthreads=1)
-    t = t.replace_schema_metadata(None).append_column('ticker', pa.array(np.full(t.num_rows, ticker, dtype=object), pa.string()))
+def _utc_dates(t:pa.Table) -> pa.Table:
+    "A table whose tz-aware stamps are in UTC, without pandas metadata (which would bring a ticker's own timezone back): how tickers of several exchanges share one column."
     if getattr(t.schema.field('date').type, 'tz', None): t = t.set_column(t.schema.get_field_index('date'), 'date', t['date'].cast(pa.timestamp('ns', 'UTC')))
-    return t
+    return t.replace_schema_metadata(None)
+
+def _as_part_rows(rows, ticker:str) -> pa.Table:
+    "One ticker's rows as a part holds them: with a `ticker` column, intraday stamps in UTC."
+    t = _utc_dates(rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False, nthreads=1))
+    return t.append_column('ticker', pa.array(np.full(t.num_rows, ticker, dtype=object), pa.string()))
 
 def _append(self:Store, rows:dict, layer:str, interval:str) -> Path:
     "Write one part from `rows` (ticker -> (its rows, the first date they replace)): readers lay them over the tickers' stored rows."
@@ -198,7 +201,10 @@ def _pending_tickers(self:Store, layer:str, interval:str) -> list[str]:
 def _drop_parts(self:Store, layer:str, interval:str, upto:int) -> int:
     "Delete the parts up to `upto` (once every ticker's file holds them); how many."
     gone = [p for s, p in self.parts(layer, interval) if s <= upto]
-    for p in gone: p.unlink()
+    for p in gone:
+        try: p.unlink()
+        except OSError as e:  # harmless: the files' footers say they hold it, so readers skip it
+            log.warning("part %s could not be deleted (%s); its rows are in the tickers' files already: delete it when you can", p, e.strerror or e)
     return len(gone)
 Store.parts, Store._part_index, Store.append, Store.pending, Store.pending_tickers, Store.drop_parts = _parts, _part_index, _append, _pending, _pending_tickers, _drop_parts
 
@@ -249,9 +255,7 @@ def _consolidated_path(self:Store, interval:str='1d') -> Path:
 
 def dataset_table(gold:pa.Table, interval:str) -> pa.Table:
     "One ticker's gold rows as the consolidated dataset holds them: intraday stamps in UTC (tickers of different exchanges share one column)."
-    if interval == '1d': return gold
-    t = gold.set_column(gold.schema.get_field_index('date'), 'date', gold['date'].cast(pa.timestamp('ns', 'UTC')))
-    return t.replace_schema_metadata(None)  # (pandas metadata would bring the ticker's own timezone back)
+    return gold if interval == '1d' else _utc_dates(gold)
 
 class _NothingNew(Exception):
     "A run's stream brought no gold table: the old dataset stays."

@@ -239,7 +239,7 @@ def test_an_unreadable_part_names_itself_and_what_to_do(cfg, market):
     part.write_bytes(b'PAR1 garbage')
     with pytest.raises(StockNbsError, match=f'part {part} is unreadable.*move it aside'):
         Store(cfg.data_dir).read('bronze', '1d', 'TCS.NS')
-    part.rename(tmp := part.with_suffix('.aside'))
+    part.rename(part.with_suffix('.aside'))
     rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)   # the next run fetches those days again
     assert rep.rows_added.tolist() == [5, 5, 5]
 
