@@ -7,28 +7,125 @@ from __future__ import annotations
 import numpy as np, pandas as pd
 import talib
 from talib import abstract
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import lfilter
 from .clean import SILVER_COLUMNS
 
 # %% auto #0
-__all__ = ['core_features', 'extra_name', 'extra_features', 'feature_names', 'compute_features']
+__all__ = ['window_sums', 'window_std', 'smooth_from', 'smooth_seeded', 'indicator_fold', 'core_features', 'extra_name',
+           'extra_features', 'feature_names', 'compute_features']
 
 # %% ../nbs/05_features.ipynb #7587d639
 def _arr(s:pd.Series) -> np.ndarray:
     "A float64 numpy array, as TA-Lib wants."
     return s.to_numpy(dtype=np.float64, na_value=np.nan)
 
-def core_features(price:pd.Series, f) -> dict:
-    "The seeds' features of one price series under the `[features]` settings `f`; column name -> values."
-    p = _arr(price)
-    ret = price.pct_change(fill_method=None)
-    out = {'daily_return': ret.to_numpy()}
-    for n in f['sma_periods']: out[f'sma_{n}'] = talib.SMA(p, n)
-    out[f"rsi_{f['rsi_period']}"] = talib.RSI(p, f['rsi_period'])
-    out['macd'], out['macd_signal'], out['macd_hist'] = talib.MACD(p, f['macd_fast'], f['macd_slow'], f['macd_signal'])
-    out['volatility'] = ret.rolling(f['volatility_window']).std().to_numpy()
+def window_sums(x:np.ndarray, n:int) -> np.ndarray:
+    "Sum of the `n` values ending at each position (NaN before the first full window), added in one fixed order."
+    out = np.full(len(x), np.nan)
+    if len(x) < n: return out
+    w = sliding_window_view(x, n)
+    s = w[:, 0].copy()
+    for j in range(1, n): s += w[:, j]  # the same order on any slice: a resumed window equals the recomputed one
+    out[n - 1:] = s
+    return out
+
+def window_std(x:np.ndarray, n:int) -> np.ndarray:
+    "Sample standard deviation of the `n` values ending at each position, two-pass per window (pandas' rolling std is a running sum)."
+    out = np.full(len(x), np.nan)
+    if len(x) < n: return out
+    w, m = sliding_window_view(x, n), window_sums(x, n)[n - 1:] / n
+    ss = (w[:, 0] - m) ** 2
+    for j in range(1, n): ss += (w[:, j] - m) ** 2
+    out[n - 1:] = np.sqrt(ss / (n - 1))
     return out
 
 # %% ../nbs/05_features.ipynb #b194a5db
+def smooth_from(x:np.ndarray, k:float, z:float) -> tuple[np.ndarray, float]:
+    "Continue `y = k*x + (1-k)*y_prev` over `x` from state `z` (= (1-k) times the last value): (values, new state)."
+    if not len(x): return x, z  # (lfilter hands back a meaningless state for no input)
+    y, zf = lfilter([k], [1., -(1. - k)], x, zi=[z])
+    return y, float(zf[0])
+
+def smooth_seeded(x:np.ndarray, n:int, k:float, at:int=0) -> tuple[np.ndarray, float|None]:
+    "The smoothing of `x` seeded at `at + n - 1` with the mean of the `n` values from `at`: (values, state; None when `x` is too short)."
+    out = np.full(len(x), np.nan)
+    if at + n > len(x): return out, None
+    seed = x[at]
+    for v in x[at + 1:at + n]: seed += v  # in order, as TA-Lib adds them
+    out[at + n - 1] = seed = seed / n
+    out[at + n:], z = smooth_from(x[at + n:], k, (1. - k) * seed)
+    return out, z
+
+# %% ../nbs/05_features.ipynb #77ad0b06
+def _price_features(ext:np.ndarray, f, k:int) -> dict:
+    "Return, SMA and volatility columns of the last `k` of prices `ext` (window features: they need only the window)."
+    with np.errstate(divide='ignore', invalid='ignore'): ret = np.r_[np.nan, ext[1:] / ext[:-1] - 1] if len(ext) else ext
+    out = {'daily_return': ret[len(ext) - k:]}
+    for n in f['sma_periods']: out[f'sma_{n}'] = window_sums(ext, n)[len(ext) - k:] / n
+    out['volatility'] = window_std(ret, f['volatility_window'])[len(ext) - k:]
+    return out
+
+def _rsi(avg_gain:np.ndarray, avg_loss:np.ndarray) -> np.ndarray:
+    "RSI from Wilder's averages (TA-Lib: 0 where both are ~0)."
+    s = avg_gain + avg_loss
+    with np.errstate(divide='ignore', invalid='ignore'): return np.where(np.abs(s) < 1e-8, 0., 100. * (avg_gain / s))
+
+def _gains(changes:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Gains and losses (both >= 0) of price changes."
+    return np.maximum(changes, 0.), np.maximum(-changes, 0.)
+
+def _macd_periods(f) -> tuple[int, int, int]:
+    "Fast, slow and signal periods (TA-Lib swaps fast and slow when given the wrong way round)."
+    return min(f['macd_fast'], f['macd_slow']), max(f['macd_fast'], f['macd_slow']), f['macd_signal']
+
+def _smoothed_full(q:np.ndarray, f) -> tuple[dict, dict]:
+    "RSI and MACD columns of prices `q` (first one valid) and the smoothings' states (None: not seeded yet)."
+    n, (fast, slow, sig) = f['rsi_period'], _macd_periods(f)
+    g, l = _gains(np.diff(q))
+    ag, zg = smooth_seeded(g, n, 1 / n); al, zl = smooth_seeded(l, n, 1 / n)
+    ys, zs = smooth_seeded(q, slow, 2 / (slow + 1))
+    yf, zf = smooth_seeded(q, fast, 2 / (fast + 1), slow - fast)  # TA-Lib: both EMAs start on the slow one's first bar
+    macd = yf - ys
+    signal, zsig = smooth_seeded(macd, sig, 2 / (sig + 1), slow - 1)
+    macd[:slow + sig - 2] = np.nan  # TA-Lib gives MACD from the signal's first bar
+    out = {f'rsi_{n}': np.r_[np.nan, _rsi(ag, al)][:len(q)], 'macd': macd, 'macd_signal': signal, 'macd_hist': macd - signal}
+    return out, dict(gain=zg, loss=zl, fast=zf, slow=zs, signal=zsig)
+
+def _smoothed_resume(q:np.ndarray, last:float, f, z:dict) -> tuple[dict, dict]:
+    "RSI and MACD columns of prices `q` continuing from the last price `last` and seeded states `z`."
+    n, (fast, slow, sig) = f['rsi_period'], _macd_periods(f)
+    g, l = _gains(np.diff(np.r_[last, q]))
+    (ag, zg), (al, zl) = smooth_from(g, 1 / n, z['gain']), smooth_from(l, 1 / n, z['loss'])
+    (yf, zf), (ys, zs) = smooth_from(q, 2 / (fast + 1), z['fast']), smooth_from(q, 2 / (slow + 1), z['slow'])
+    signal, zsig = smooth_from(yf - ys, 2 / (sig + 1), z['signal'])
+    out = {f'rsi_{n}': _rsi(ag, al), 'macd': yf - ys, 'macd_signal': signal, 'macd_hist': (yf - ys) - signal}
+    return out, dict(gain=zg, loss=zl, fast=zf, slow=zs, signal=zsig)
+
+def _window(f) -> int:
+    "Prices a resumed window feature needs before the new ones."
+    return max(*f['sma_periods'], f['volatility_window'] + 1)
+
+def indicator_fold(prices:np.ndarray, f, state:dict|None=None) -> tuple[dict, dict]:
+    "Core features (column -> values) of `prices` following the prices `state` was left after (None: the series' first ones), and the new state."
+    p, order = np.asarray(prices, dtype=np.float64), ['daily_return', *[f'sma_{n}' for n in f['sma_periods']], f"rsi_{f['rsi_period']}", 'macd', 'macd_signal', 'macd_hist', 'volatility']
+    tail, z = np.asarray((state or {}).get('tail', []), dtype=np.float64), (state or {}).get('smooth')
+    ext = np.r_[tail, p]
+    out = _price_features(ext, f, len(p))
+    if z is not None: smoothed, z = _smoothed_resume(p, tail[-1], f, z)
+    else:  # nothing seeded yet: recompute from the first valid price (TA-Lib skips leading NaNs)
+        s0 = int(np.argmax(~np.isnan(ext))) if (~np.isnan(ext)).any() else len(ext)
+        smoothed, z = _smoothed_full(ext[s0:], f)
+        smoothed = {k: np.r_[np.full(s0, np.nan), v][len(tail):] for k, v in smoothed.items()}
+        if any(v is None for v in z.values()): z = None
+    keep = _window(f) if z is not None else len(ext) - (int(np.argmax(~np.isnan(ext))) if (~np.isnan(ext)).any() else len(ext))
+    return {k: (out | smoothed)[k] for k in order}, dict(tail=ext[max(len(ext) - keep, 0):].tolist(), smooth=z)
+
+def core_features(price:pd.Series, f) -> dict:
+    "The seeds' features of one price series under the `[features]` settings `f`; column name -> values."
+    return indicator_fold(_arr(price), f)[0]
+
+# %% ../nbs/05_features.ipynb #90c87e9d
 def extra_name(name:str, params:dict, output:str|None=None) -> str:
     "Column name for a TA-Lib call: lower-case name, parameter values, and the output for multi-output functions."
     vals = '_'.join(f'{v:g}'.replace('.', 'p') for v in params.values())
@@ -46,7 +143,7 @@ def extra_features(bars:pd.DataFrame, calls) -> dict:
         else: out.update({extra_name(name, params, o): np.asarray(r) for o, r in zip(names, res)})
     return out
 
-# %% ../nbs/05_features.ipynb #77ad0b06
+# %% ../nbs/05_features.ipynb #a30049a3
 def feature_names(f) -> list[str]:
     "The feature columns the `[features]` settings produce, in order."
     core = ['daily_return', *[f'sma_{n}' for n in f['sma_periods']], f"rsi_{f['rsi_period']}", 'macd', 'macd_signal', 'macd_hist', 'volatility']

@@ -4,7 +4,7 @@ import pytest
 import talib
 from stock_nbs.config import load_settings
 from stock_nbs.clean import clean_bars
-from stock_nbs.features import compute_features, feature_names
+from stock_nbs.features import compute_features, feature_names, indicator_fold
 from stock_nbs.sources import SyntheticSource, CsvSource
 
 
@@ -14,7 +14,7 @@ def settings(**features):
 
 def assert_parity(gold, close, f, tol=1e-9):
     "Every gold feature equals TA-Lib's wherever TA-Lib gives a value."
-    c = close.to_numpy(float)
+    c = close.to_numpy(float).copy()
     ref = {'sma_20': talib.SMA(c, 20), 'sma_50': talib.SMA(c, 50), 'rsi_14': talib.RSI(c, 14)}
     ref['macd'], ref['macd_signal'], ref['macd_hist'] = talib.MACD(c, 12, 26, 9)
     idx = gold.index
@@ -110,3 +110,40 @@ def test_ten_more_indicators_from_settings_alone():
     ref = talib.ATR(h, l, c, 14)[-len(gold):]
     np.testing.assert_allclose(gold.atr_14, ref, atol=1e-9)
     assert not gold[new].isna().any().any()
+
+
+def fold_in_chunks(p, f, cuts):
+    "The core features of `p` folded on chunk by chunk (cut at `cuts`), the state passed through JSON each time."
+    import json
+    cols, state = [], None
+    for a, b in zip([0, *cuts], [*cuts, len(p)]):
+        out, state = indicator_fold(p[a:b], f, state)
+        state = json.loads(json.dumps(state))                     # as a state file would keep it
+        cols.append(out)
+    return {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
+
+
+@pytest.mark.parametrize('ticker', ['TCS.NS', 'AAPL', 'USDINR=X'])
+def test_folding_new_prices_onto_the_state_equals_a_full_recompute_bit_for_bit(ticker):
+    s = settings(sma_periods='20 50 200', rsi_period='7', macd_fast='26', macd_slow='12')   # fast > slow: swapped, as TA-Lib does
+    p = SyntheticSource(seed=3, faults=('spike',)).bars(ticker, '2014-01-01', '2024-12-31').close.to_numpy(float).copy()
+    full = indicator_fold(p, s.features)[0]
+    rng = np.random.default_rng(0)
+    for cuts in ([1], [5, 6, 33, 34, 35], [49, 50, 199, 200, 201], sorted(rng.choice(np.arange(1, len(p)), 40, replace=False)), [len(p) - 1]):
+        folded = fold_in_chunks(p, s.features, list(cuts))
+        for k in full: assert np.array_equal(full[k], folded[k], equal_nan=True), (k, cuts)
+    m = talib.MACD(p, 12, 26, 9)[0]
+    np.testing.assert_allclose(full['macd'][33:], m[33:], atol=1e-9)
+
+
+def test_fold_skips_leading_gaps_and_a_gap_inside_stops_the_smoothings_as_in_talib():
+    f = settings().features
+    p = SyntheticSource().bars('INFY.NS', '2020-01-01', '2021-12-31').close.to_numpy(float).copy()
+    p[:7] = np.nan; p[300] = np.nan
+    full = indicator_fold(p, f)[0]
+    np.testing.assert_allclose(full['rsi_14'][21:300], talib.RSI(p[:300], 14)[21:], atol=1e-9)
+    assert np.isnan(full['rsi_14'][300:]).all() and np.isnan(full['macd'][300:]).all()            # TA-Lib: NaN from the gap on
+    assert np.isnan(full['sma_20'][300:320]).all() and not np.isnan(full['sma_20'][320:]).any()    # only the windows holding it
+    for cuts in ([3], [7, 8], [30, 299, 300, 301], [350]):
+        folded = fold_in_chunks(p, f, cuts)
+        for k in full: assert np.array_equal(full[k], folded[k], equal_nan=True), (k, cuts)
