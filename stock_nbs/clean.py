@@ -4,15 +4,15 @@
 
 # %% ../nbs/04_clean.ipynb #fff04cc7
 from __future__ import annotations
-import logging
+import logging, warnings
 import numpy as np, pandas as pd
 from .config import StockNbsError, market_of, is_fx
 from .sources import BAR_FIELDS, PRICE_COLUMNS, VALUE_COLUMNS, float_matrix
 
 # %% auto #0
 __all__ = ['log', 'FLAGS', 'SILVER_COLUMNS', 'CleanError', 'apply_policy', 'with_flags', 'drop_duplicate_dates', 'handle_nulls',
-           'handle_nonpositive', 'handle_ohlc', 'handle_placeholders', 'handle_spikes', 'outlier_mask',
-           'handle_outliers', 'convert_currency', 'clean_bars']
+           'handle_nonpositive', 'handle_ohlc', 'handle_placeholders', 'handle_spikes', 'block_starts', 'prior_windows',
+           'outlier_bounds', 'trailing_outliers', 'handle_outliers', 'convert_currency', 'clean_bars']
 
 # %% ../nbs/04_clean.ipynb #7ee1b32e
 log = logging.getLogger('stock_nbs.clean')
@@ -102,32 +102,63 @@ def handle_spikes(df:pd.DataFrame, policy:str, counts:dict) -> pd.DataFrame:
     return apply_policy(df, factor != 1, policy, 'spikes', counts, rescale)
 
 # %% ../nbs/04_clean.ipynb #98ebd988
-def outlier_mask(x:pd.Series, rule:str, k:float) -> pd.Series:
-    "Where `x` is an outlier by `rule` (mad | iqr | zscore) with threshold `k`; NaN is never an outlier."
-    v = np.asarray(x, dtype=np.float64)
-    ok = v[~np.isnan(v)]
-    if not len(ok): return pd.Series(False, index=getattr(x, 'index', None))
-    with np.errstate(invalid='ignore', divide='ignore'):  # NaN compares False: never an outlier
-        if rule == 'mad':
-            med = np.median(ok); mad = 1.4826 * np.median(np.abs(ok - med))
-            bad = np.abs(v - med) > k * mad if mad > 0 else np.zeros(len(v), bool)
-        elif rule == 'iqr':
-            q1, q3 = np.quantile(ok, [0.25, 0.75])  # linear interpolation, as pandas' quantile
-            bad = (v < q1 - k * (q3 - q1)) | (v > q3 + k * (q3 - q1))
-        else: bad = np.abs((v - ok.mean()) / ok.std(ddof=1)) > k if len(ok) > 1 else np.zeros(len(v), bool)
-    return pd.Series(bad, index=getattr(x, 'index', None))
+def block_starts(dates:pd.Series, intraday:bool=False) -> np.ndarray:
+    "Row index where each row's calendar month (intraday: local day) begins; rows sorted by date."
+    local = dates.dt.tz_localize(None) if getattr(dates.dtype, 'tz', None) is not None else dates  # the exchange's own clock
+    d = local.to_numpy().astype('datetime64[D]' if intraday else 'datetime64[M]')
+    first = np.r_[True, d[1:] != d[:-1]] if len(d) else np.zeros(0, bool)
+    return np.flatnonzero(first)[np.cumsum(first) - 1]
 
-def handle_outliers(df:pd.DataFrame, policy:str, rules, thresholds:dict, counts:dict, min_returns:int=20) -> pd.DataFrame:
-    "Flag (or drop) bars whose daily log return is an outlier by any of `rules`."
+def prior_windows(x:np.ndarray, starts:np.ndarray, window:int) -> np.ndarray:
+    "For each start row: the last `window` non-NaN values of `x` before it, NaN-padded in front (one row per start)."
+    valid = np.flatnonzero(~np.isnan(x))
+    padded = np.r_[np.full(window, np.nan), x[valid]]
+    return padded[np.searchsorted(valid, starts)[:, None] + np.arange(window)]
+
+def _quantiles(w:np.ndarray, qs) -> tuple[np.ndarray, ...]:
+    "Linearly interpolated quantiles of each row's non-NaN values (as numpy's default)."
+    s, n = np.sort(w, axis=1), (~np.isnan(w)).sum(axis=1)
+    rows, out = np.arange(len(w)), []
+    for q in qs:
+        h = np.maximum(n - 1, 0) * q
+        lo = np.floor(h).astype(int); hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+        out.append(s[rows, lo] + (h - lo) * (s[rows, hi] - s[rows, lo]))
+    return tuple(out)
+
+def outlier_bounds(w:np.ndarray, rule:str, k:float) -> tuple[np.ndarray, np.ndarray]:
+    "Lower and upper bounds of normal values by `rule` (mad | iqr | zscore), threshold `k`, from each row of windows `w`."
+    with np.errstate(invalid='ignore', divide='ignore'), warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # empty windows: NaN bounds, never a hit
+        if rule == 'mad':
+            (med,) = _quantiles(w, [.5]); (mad,) = _quantiles(np.abs(w - med[:, None]), [.5])
+            half = np.where(mad > 0, k * 1.4826 * mad, np.inf)
+            return med - half, med + half
+        if rule == 'iqr':
+            q1, q3 = _quantiles(w, [.25, .75])
+            return q1 - k * (q3 - q1), q3 + k * (q3 - q1)
+        mean, sd = np.nanmean(w, axis=1), np.nanstd(w, axis=1, ddof=1)
+        half = np.where(sd > 0, k * sd, np.inf)
+        return mean - half, mean + half
+
+def trailing_outliers(x:np.ndarray, starts:np.ndarray, rule:str, k:float, window:int=250, min_values:int=20) -> np.ndarray:
+    "Where `x` lies outside `rule`'s bounds from the `window` values before its block (`block_starts`); NaN, and blocks with fewer than `min_values` earlier values, never."
+    blocks, at = np.unique(starts, return_inverse=True)
+    w = prior_windows(x, blocks, window)
+    lo, hi = outlier_bounds(w, rule, k)
+    judged = (~np.isnan(w)).sum(axis=1) >= min_values
+    with np.errstate(invalid='ignore'): return judged[at] & ((x < lo[at]) | (x > hi[at]))
+
+def handle_outliers(df:pd.DataFrame, policy:str, rules, thresholds:dict, counts:dict, window:int=250, min_returns:int=20) -> pd.DataFrame:
+    "Flag (or drop) bars whose daily log return is an outlier by any of `rules`, judged against the `window` returns before its month."
     c = df.close.to_numpy(dtype=np.float64, na_value=np.nan)
     with np.errstate(divide='ignore', invalid='ignore'): lc = np.log(np.where(c > 0, c, np.nan))  # flagged non-positive prices have no return
     r = np.r_[np.nan, np.diff(lc)] if len(c) else lc
-    if (~np.isnan(r)).sum() < min_returns: return df
-    bad = np.zeros(len(r), bool)
-    for rule in rules: bad |= outlier_mask(r, rule, thresholds[rule]).to_numpy()
+    if (~np.isnan(r)).sum() <= min_returns: return df
+    starts, bad = block_starts(df.date, getattr(df.date.dtype, 'tz', None) is not None), np.zeros(len(r), bool)
+    for rule in rules: bad |= trailing_outliers(r, starts, rule, thresholds[rule], window, min_returns)
     return apply_policy(df, bad, policy, 'outliers', counts, flag='flag_outlier')
 
-# %% ../nbs/04_clean.ipynb #39511a52
+# %% ../nbs/04_clean.ipynb #617cb656
 def _day(dates:pd.Series) -> pd.Series:
     "Naive calendar day of daily dates or of tz-aware intraday stamps (in their exchange's time)."
     return (dates.dt.tz_localize(None) if dates.dt.tz is not None else dates).dt.normalize().astype('datetime64[ns]')
@@ -147,7 +178,7 @@ def convert_currency(df:pd.DataFrame, currency:str, fx:pd.DataFrame|None, counts
     df[PRICE_COLUMNS] = df[PRICE_COLUMNS].mul(df.fx_rate, axis=0)
     return apply_policy(df, pd.Series(stale.to_numpy(), index=df.index), 'drop', 'fx_stale', counts)
 
-# %% ../nbs/04_clean.ipynb #ecca2fbd
+# %% ../nbs/04_clean.ipynb #09ed0a8a
 def clean_bars(bronze:pd.DataFrame, ticker:str, rules, fx:pd.DataFrame|None=None, base:str='INR', fx_ticker:str='USDINR=X') -> tuple[pd.DataFrame, dict]:
     "Silver bars of one ticker from its bronze bars under the `[clean]` settings `rules`; and the counts."
     counts = {'rows_in': len(bronze)}
@@ -159,7 +190,7 @@ def clean_bars(bronze:pd.DataFrame, ticker:str, rules, fx:pd.DataFrame|None=None
     df = handle_ohlc(df, rules['ohlc'], counts)
     df = handle_placeholders(df, rules['placeholder'], counts, fx=is_fx(ticker))
     k = {'mad': rules['outlier_mad'], 'iqr': rules['outlier_iqr'], 'zscore': rules['outlier_zscore']}
-    df = handle_outliers(df, rules['outliers'], rules['outlier_rules'], k, counts)
+    df = handle_outliers(df, rules['outliers'], rules['outlier_rules'], k, counts, rules['outlier_window'])
     df = convert_currency(df, market_of(ticker).currency, fx, counts, base, rules['fx_max_staleness_days'], fx_ticker)
     counts['rows_out'] = len(df)
     return pd.DataFrame({c: df[c].array for c in SILVER_COLUMNS}), counts

@@ -188,6 +188,7 @@ SPEC = {
     'outlier_mad': Key(_number(float, 1), '10', "mad rule: |return - median| beyond this many MAD-sigmas"),
     'outlier_iqr': Key(_number(float, 0.5), '3', "iqr rule: beyond this many IQRs outside the quartiles (the seeds use 1.5)"),
     'outlier_zscore': Key(_number(float, 1), '5', "zscore rule: beyond this many standard deviations (the seeds use 3)"),
+    'outlier_window': Key(_number(int, 20, 5000), '250', "returns before a bar's month (intraday: session) its outlier rules judge it against; later ones never count"),
     'fx_max_staleness_days': Key(_number(int, 0, 30), '4', "a USD bar uses the USDINR rate of its date or the last earlier one at most this many days old; older: rejected"),
   },
   'features': {

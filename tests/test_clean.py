@@ -140,3 +140,32 @@ def test_counts_add_up_on_a_faulty_synthetic_market():
     assert all(counts.get(k, 0) > 5 for k in ('duplicates_dropped', 'nulls_dropped', 'placeholder_dropped', 'spikes_repaired', 'ohlc_repaired'))
     s = silver.set_index('date')
     assert np.allclose(s.close, truth.close[s.index])                      # every surviving close is the true one
+
+
+@pytest.mark.parametrize('rule', ['mad', 'iqr', 'zscore'])
+def test_outlier_flags_are_point_in_time_later_bars_never_change_them(rule):
+    b = SyntheticSource(seed=5, faults=('ohlc', 'nan', 'duplicate', 'placeholder', 'spike', 'missing'), fault_rate=0.02).bars('SBIN.NS', '2016-01-01', '2024-12-31')
+    r = rules(outlier_rules=rule, outlier_mad='2.5', outlier_iqr='1', outlier_zscore='2.5')       # low thresholds: many flags to compare
+    full = clean_bars(b, 'SBIN.NS', r)[0].set_index('date')
+    assert full.flag_outlier.sum() > 20
+    for cut in (300, 301, 1000, 1777, len(b) - 5):
+        head = clean_bars(b.iloc[:cut], 'SBIN.NS', r)[0].set_index('date')
+        settled = head.index[:-3]                                             # the spike rule looks 2 bars ahead
+        pd.testing.assert_series_equal(head.flag_outlier[settled], full.flag_outlier[settled], check_names=False)
+
+
+def test_a_crash_in_a_calm_year_is_flagged_even_when_a_wild_year_follows():
+    rng = np.random.default_rng(2)
+    lr = np.r_[rng.normal(0, 0.01, 250), rng.normal(0, 0.06, 250)]
+    lr[100] = np.log(0.86)                                                  # -14% in the calm year
+    c = list(100 * np.exp(np.cumsum(lr)))
+    silver, counts = clean_bars(bronze(c), 'TCS.NS', rules())
+    assert silver.flag_outlier[100] and counts['outliers_flagged'] >= 1
+    mad = 1.4826 * np.median(np.abs(lr[1:] - np.median(lr[1:])))
+    assert abs(lr[100] - np.median(lr[1:])) < 10 * mad                      # the whole-history rule would have let it pass
+
+
+def test_returns_of_the_first_month_with_fewer_than_20_earlier_returns_are_not_judged():
+    c = [100.] * 5 + [50.] + [50.] * 60                                     # a halving on day 6: nothing to judge it against yet
+    silver, counts = clean_bars(bronze(c), 'TCS.NS', rules())
+    assert not silver.flag_outlier.any() and 'outliers_flagged' not in counts

@@ -46,7 +46,21 @@ def one(n, root, incremental, years=10):
         t0 = time.perf_counter(); make_source(s).fetch(s.universe.tickers, END - pd.offsets.BDay(s.source.overlap_sessions - 1), day); out['incremental_fetch_only'] = time.perf_counter() - t0
         t0 = time.perf_counter(); compact(Store(root, s.storage.fsync), '1d', s.run.workers); out['compaction'] = time.perf_counter() - t0
         out['incremental_share_with_compaction'] = (a + b + out['compaction'] / s.storage.max_parts) / out['full_total']  # one compaction every max_parts runs
+        out.update(fold_bench(s))
     return out
+
+
+def fold_bench(s):
+    "The core indicators of the day's bar of every ticker: recomputed over each whole series, and folded onto the state left by the day before; equal bit for bit?"
+    from stock_nbs.store import Store
+    from stock_nbs.features import indicator_fold
+    st, f = Store(s.data_dir), s.features
+    prices = [st.read('silver', '1d', t, columns=[f['price']])[f['price']].to_numpy(np.float64) for t in s.universe.tickers]
+    states = [indicator_fold(p[:-1], f)[1] for p in prices]
+    t0 = time.perf_counter(); full = [indicator_fold(p, f)[0] for p in prices]; t1 = time.perf_counter()
+    folded = [indicator_fold(p[-1:], f, z)[0] for p, z in zip(prices, states)]; t2 = time.perf_counter()
+    same = all(np.array_equal(a[k][-1:], b[k], equal_nan=True) for a, b in zip(full, folded) for k in a)
+    return {'features_recompute_s': t1 - t0, 'features_fold_one_bar_s': t2 - t1, 'features_fold_equals_recompute': same}
 
 
 def check_exact(s, day, k=25):
@@ -150,13 +164,15 @@ def main():
     out.mkdir(exist_ok=True)
     (out/'bench.json').write_text(json.dumps(res, indent=1, default=float))
     lines = ['| stage | ' + ' | '.join(f'{n} tickers' for n in sizes) + ' |', '|---|' + '---|' * len(sizes)]
-    for k in [k for k in res[f'universe_{sizes[0]}'] if k not in ('incremental_equals_full_recompute',)]:
+    for k in [k for k in res[f'universe_{sizes[0]}'] if k not in ('incremental_equals_full_recompute', 'features_fold_equals_recompute')]:
         lines.append(f'| {k} | ' + ' | '.join(f"{res[f'universe_{n}'].get(k, float('nan')):.2f}" for n in sizes) + ' |')
     lines += ['', '| target | goal | measured | met |', '|---|---|---|---|']
     lines += [f"| {k} | {v['target']} | {v['measured'] if v['measured'] is None else round(v['measured'], 3)} | {v['met']} |" for k, v in res['targets'].items()]
     lines += ['', f"gold after the incremental day equals gold rebuilt from scratch (25 sampled tickers): {u.get('incremental_equals_full_recompute')}",
               f"incremental day: ingest {u.get('incremental_ingest', float('nan')):.1f} s (of which the synthetic source's fetch alone {u.get('incremental_fetch_only', float('nan')):.1f} s), "
               f"transform {u.get('incremental_transform', float('nan')):.1f} s; folding the bronze parts back (once every [storage] max_parts runs) {u.get('compaction', float('nan')):.1f} s",
+              f"core indicators of the day's bar, {big} tickers, one process: recomputed over each whole series {u.get('features_recompute_s', float('nan')):.2f} s, "
+              f"folded onto the kept state {u.get('features_fold_one_bar_s', float('nan')):.2f} s; equal bit for bit: {u.get('features_fold_equals_recompute')}",
               *([f"full rebuild {big} tickers x 1 year: {res[f'universe_{big}_1y']['full_total']:.1f} s (x 10 years: {u['full_total']:.1f} s)"] if f'universe_{big}_1y' in res else []),
               f"load_features all tickers x one month: {res['load_features']['all_tickers_one_month_ms']:.0f} ms",
               f"sync: {json.dumps(res.get('sync'), default=float)}", f"daily run: {json.dumps(res['daily_run'], default=float)}"]
