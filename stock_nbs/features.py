@@ -12,8 +12,8 @@ from scipy.signal import lfilter
 from .clean import SILVER_COLUMNS
 
 # %% auto #0
-__all__ = ['window_sums', 'window_std', 'smooth_from', 'smooth_seeded', 'indicator_fold', 'core_features', 'extra_name',
-           'extra_features', 'feature_names', 'compute_features']
+__all__ = ['window_sums', 'window_std', 'smooth_from', 'smooth_seeded', 'core_names', 'indicator_fold', 'panel_fold',
+           'core_features', 'extra_name', 'extra_features', 'feature_names', 'compute_features']
 
 # %% ../nbs/05_features.ipynb #7587d639
 def _arr(s:pd.Series) -> np.ndarray:
@@ -21,31 +21,31 @@ def _arr(s:pd.Series) -> np.ndarray:
     return s.to_numpy(dtype=np.float64, na_value=np.nan)
 
 def window_sums(x:np.ndarray, n:int) -> np.ndarray:
-    "Sum of the `n` values ending at each position (NaN before the first full window), added in one fixed order."
-    out = np.full(len(x), np.nan)
-    if len(x) < n: return out
-    w = sliding_window_view(x, n)
-    s = w[:, 0].copy()
-    for j in range(1, n): s += w[:, j]  # the same order on any slice: a resumed window equals the recomputed one
-    out[n - 1:] = s
+    "Sum of the `n` values ending at each position of the last axis (NaN before the first full window), added in one fixed order."
+    out = np.full(x.shape, np.nan)
+    if x.shape[-1] < n: return out
+    w = sliding_window_view(x, n, axis=-1)
+    s = w[..., 0].copy()
+    for j in range(1, n): s += w[..., j]  # the same order on any slice: a resumed window equals the recomputed one
+    out[..., n - 1:] = s
     return out
 
 def window_std(x:np.ndarray, n:int) -> np.ndarray:
     "Sample standard deviation of the `n` values ending at each position, two-pass per window (pandas' rolling std is a running sum)."
-    out = np.full(len(x), np.nan)
-    if len(x) < n: return out
-    w, m = sliding_window_view(x, n), window_sums(x, n)[n - 1:] / n
-    ss = (w[:, 0] - m) ** 2
-    for j in range(1, n): ss += (w[:, j] - m) ** 2
-    out[n - 1:] = np.sqrt(ss / (n - 1))
+    out = np.full(x.shape, np.nan)
+    if x.shape[-1] < n: return out
+    w, m = sliding_window_view(x, n, axis=-1), window_sums(x, n)[..., n - 1:] / n
+    ss = (w[..., 0] - m) ** 2
+    for j in range(1, n): ss += (w[..., j] - m) ** 2
+    out[..., n - 1:] = np.sqrt(ss / (n - 1))
     return out
 
 # %% ../nbs/05_features.ipynb #b194a5db
-def smooth_from(x:np.ndarray, k:float, z:float) -> tuple[np.ndarray, float]:
-    "Continue `y = k*x + (1-k)*y_prev` over `x` from state `z` (= (1-k) times the last value): (values, new state)."
-    if not len(x): return x, z  # (lfilter hands back a meaningless state for no input)
-    y, zf = lfilter([k], [1., -(1. - k)], x, zi=[z])
-    return y, float(zf[0])
+def smooth_from(x:np.ndarray, k:float, z):
+    "Continue `y = k*x + (1-k)*y_prev` along the last axis of `x` from state `z` (= (1-k) times the last value; one per row): (values, new state)."
+    if not x.shape[-1]: return x, z  # (lfilter hands back a meaningless state for no input)
+    y, zf = lfilter([k], [1., -(1. - k)], x, axis=-1, zi=np.asarray(z, dtype=np.float64)[..., None])
+    return y, (zf[..., 0] if np.ndim(z) else float(zf[0]))
 
 def smooth_seeded(x:np.ndarray, n:int, k:float, at:int=0) -> tuple[np.ndarray, float|None]:
     "The smoothing of `x` seeded at `at + n - 1` with the mean of the `n` values from `at`: (values, state; None when `x` is too short)."
@@ -59,11 +59,13 @@ def smooth_seeded(x:np.ndarray, n:int, k:float, at:int=0) -> tuple[np.ndarray, f
 
 # %% ../nbs/05_features.ipynb #77ad0b06
 def _price_features(ext:np.ndarray, f, k:int) -> dict:
-    "Return, SMA and volatility columns of the last `k` of prices `ext` (window features: they need only the window)."
-    with np.errstate(divide='ignore', invalid='ignore'): ret = np.r_[np.nan, ext[1:] / ext[:-1] - 1] if len(ext) else ext
-    out = {'daily_return': ret[len(ext) - k:]}
-    for n in f['sma_periods']: out[f'sma_{n}'] = window_sums(ext, n)[len(ext) - k:] / n
-    out['volatility'] = window_std(ret, f['volatility_window'])[len(ext) - k:]
+    "Return, SMA and volatility of the last `k` prices along the last axis of `ext` (window features: they need only the window)."
+    with np.errstate(divide='ignore', invalid='ignore'):
+        ret = np.concatenate([np.full(ext.shape[:-1] + (1,), np.nan), ext[..., 1:] / ext[..., :-1] - 1], axis=-1) if ext.shape[-1] else ext
+    last = slice(ext.shape[-1] - k, None)
+    out = {'daily_return': ret[..., last]}
+    for n in f['sma_periods']: out[f'sma_{n}'] = window_sums(ext, n)[..., last] / n
+    out['volatility'] = window_std(ret, f['volatility_window'])[..., last]
     return out
 
 def _rsi(avg_gain:np.ndarray, avg_loss:np.ndarray) -> np.ndarray:
@@ -92,10 +94,10 @@ def _smoothed_full(q:np.ndarray, f) -> tuple[dict, dict]:
     out = {f'rsi_{n}': np.r_[np.nan, _rsi(ag, al)][:len(q)], 'macd': macd, 'macd_signal': signal, 'macd_hist': macd - signal}
     return out, dict(gain=zg, loss=zl, fast=zf, slow=zs, signal=zsig)
 
-def _smoothed_resume(q:np.ndarray, last:float, f, z:dict) -> tuple[dict, dict]:
-    "RSI and MACD columns of prices `q` continuing from the last price `last` and seeded states `z`."
+def _smoothed_resume(q:np.ndarray, last, f, z:dict) -> tuple[dict, dict]:
+    "RSI and MACD of prices `q` (along the last axis) continuing from the last price `last` and seeded states `z` (one per row)."
     n, (fast, slow, sig) = f['rsi_period'], _macd_periods(f)
-    g, l = _gains(np.diff(np.r_[last, q]))
+    g, l = _gains(np.diff(np.concatenate([np.asarray(last)[..., None], q], axis=-1), axis=-1))
     (ag, zg), (al, zl) = smooth_from(g, 1 / n, z['gain']), smooth_from(l, 1 / n, z['loss'])
     (yf, zf), (ys, zs) = smooth_from(q, 2 / (fast + 1), z['fast']), smooth_from(q, 2 / (slow + 1), z['slow'])
     signal, zsig = smooth_from(yf - ys, 2 / (sig + 1), z['signal'])
@@ -106,26 +108,52 @@ def _window(f) -> int:
     "Prices a resumed window feature needs before the new ones."
     return max(*f['sma_periods'], f['volatility_window'] + 1)
 
+def core_names(f) -> list[str]:
+    "The core feature columns of the `[features]` settings `f`, in order."
+    return ['daily_return', *[f'sma_{n}' for n in f['sma_periods']], f"rsi_{f['rsi_period']}", 'macd', 'macd_signal', 'macd_hist', 'volatility']
+
+def _fold_seeded(p:np.ndarray, tail:np.ndarray, f, z:dict) -> tuple[dict, dict]:
+    "Core features of prices `p` after the prices `tail`, every smoothing seeded (`z`); 1-D, or one row per ticker."
+    smoothed, z = _smoothed_resume(p, tail[..., -1], f, z)
+    out = _price_features(np.concatenate([tail, p], axis=-1), f, p.shape[-1]) | smoothed
+    return {k: out[k] for k in core_names(f)}, z
+
 def indicator_fold(prices:np.ndarray, f, state:dict|None=None) -> tuple[dict, dict]:
     "Core features (column -> values) of `prices` following the prices `state` was left after (None: the series' first ones), and the new state."
-    p, order = np.asarray(prices, dtype=np.float64), ['daily_return', *[f'sma_{n}' for n in f['sma_periods']], f"rsi_{f['rsi_period']}", 'macd', 'macd_signal', 'macd_hist', 'volatility']
+    p = np.asarray(prices, dtype=np.float64)
     tail, z = np.asarray((state or {}).get('tail', []), dtype=np.float64), (state or {}).get('smooth')
     ext = np.r_[tail, p]
-    out = _price_features(ext, f, len(p))
-    if z is not None: smoothed, z = _smoothed_resume(p, tail[-1], f, z)
+    if z is not None: out, z = _fold_seeded(p, tail, f, z)
     else:  # nothing seeded yet: recompute from the first valid price (TA-Lib skips leading NaNs)
         s0 = int(np.argmax(~np.isnan(ext))) if (~np.isnan(ext)).any() else len(ext)
         smoothed, z = _smoothed_full(ext[s0:], f)
-        smoothed = {k: np.r_[np.full(s0, np.nan), v][len(tail):] for k, v in smoothed.items()}
+        out = _price_features(ext, f, len(p)) | {k: np.r_[np.full(s0, np.nan), v][len(tail):] for k, v in smoothed.items()}
+        out = {k: out[k] for k in core_names(f)}
         if any(v is None for v in z.values()): z = None
-    keep = _window(f) if z is not None else len(ext) - (int(np.argmax(~np.isnan(ext))) if (~np.isnan(ext)).any() else len(ext))
-    return {k: (out | smoothed)[k] for k in order}, dict(tail=ext[max(len(ext) - keep, 0):].tolist(), smooth=z)
+    keep = _window(f) if z is not None else len(ext) - s0
+    return out, dict(tail=ext[max(len(ext) - keep, 0):].tolist(), smooth=z)
+
+def panel_fold(prices:np.ndarray, f, states:list) -> tuple[dict, list]:
+    "`indicator_fold` of many tickers at once: `prices` one row per ticker (the same number of new bars), `states` one each; bit for bit the per-ticker results."
+    p, win = np.asarray(prices, dtype=np.float64), _window(f)
+    cols, new = {k: np.full(p.shape, np.nan) for k in core_names(f)}, [None] * len(states)
+    ready = [i for i, s in enumerate(states) if s and s['smooth'] is not None and len(s['tail']) == win]  # the usual case: one matrix
+    if ready:
+        tails = np.array([states[i]['tail'] for i in ready], dtype=np.float64)
+        out, z = _fold_seeded(p[ready], tails, f, {k: np.array([states[i]['smooth'][k] for i in ready]) for k in states[ready[0]]['smooth']})
+        for k, v in out.items(): cols[k][ready] = v
+        kept = np.concatenate([tails, p[ready]], axis=1)[:, -win:]
+        for j, i in enumerate(ready): new[i] = dict(tail=kept[j].tolist(), smooth={k: float(v[j]) for k, v in z.items()})
+    for i in sorted(set(range(len(states))) - set(ready)):  # short histories, not yet seeded: one by one
+        out, new[i] = indicator_fold(p[i], f, states[i])
+        for k, v in out.items(): cols[k][i] = v
+    return cols, new
 
 def core_features(price:pd.Series, f) -> dict:
     "The seeds' features of one price series under the `[features]` settings `f`; column name -> values."
     return indicator_fold(_arr(price), f)[0]
 
-# %% ../nbs/05_features.ipynb #90c87e9d
+# %% ../nbs/05_features.ipynb #dee759ca
 def extra_name(name:str, params:dict, output:str|None=None) -> str:
     "Column name for a TA-Lib call: lower-case name, parameter values, and the output for multi-output functions."
     vals = '_'.join(f'{v:g}'.replace('.', 'p') for v in params.values())
@@ -143,10 +171,10 @@ def extra_features(bars:pd.DataFrame, calls) -> dict:
         else: out.update({extra_name(name, params, o): np.asarray(r) for o, r in zip(names, res)})
     return out
 
-# %% ../nbs/05_features.ipynb #a30049a3
+# %% ../nbs/05_features.ipynb #209cd0f1
 def feature_names(f) -> list[str]:
     "The feature columns the `[features]` settings produce, in order."
-    core = ['daily_return', *[f'sma_{n}' for n in f['sma_periods']], f"rsi_{f['rsi_period']}", 'macd', 'macd_signal', 'macd_hist', 'volatility']
+    core = core_names(f)
     if not f['extra']: return core
     empty = pd.DataFrame({c: np.full(64, 1.0) for c in ('open', 'high', 'low', 'close', 'volume')})
     return core + list(extra_features(empty, f['extra']))

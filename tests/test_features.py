@@ -4,7 +4,7 @@ import pytest
 import talib
 from stock_nbs.config import load_settings
 from stock_nbs.clean import clean_bars
-from stock_nbs.features import compute_features, feature_names, indicator_fold
+from stock_nbs.features import compute_features, feature_names, indicator_fold, panel_fold
 from stock_nbs.sources import SyntheticSource, CsvSource
 
 
@@ -147,3 +147,21 @@ def test_fold_skips_leading_gaps_and_a_gap_inside_stops_the_smoothings_as_in_tal
     for cuts in ([3], [7, 8], [30, 299, 300, 301], [350]):
         folded = fold_in_chunks(p, f, cuts)
         for k in full: assert np.array_equal(full[k], folded[k], equal_nan=True), (k, cuts)
+
+
+def test_panel_fold_of_many_tickers_equals_folding_each_alone_bit_for_bit():
+    f = settings().features
+    src = SyntheticSource(seed=4)
+    tickers = ['TCS.NS', 'INFY.NS', 'AAPL', 'SBIN.NS', 'NEWCO.NS', 'TINY.NS']
+    series = [src.bars(t, '2015-01-01', '2024-12-31').close.to_numpy(float) for t in tickers[:4]]
+    series += [src.bars('NEWCO.NS', '2024-11-01', '2024-12-31').close.to_numpy(float),      # 40 bars: seeded, tail shorter than the window
+               src.bars('TINY.NS', '2024-12-10', '2024-12-31').close.to_numpy(float)]       # 16 bars: nothing seeded yet
+    k = 3
+    states = [indicator_fold(p[:-k], f)[1] for p in series]
+    panel, after = panel_fold(np.array([p[-k:] for p in series]), f, states)
+    for i, p in enumerate(series):
+        full = indicator_fold(p, f)[0]
+        alone, z = indicator_fold(p[-k:], f, states[i])
+        assert after[i] == z, tickers[i]
+        for c in full:
+            assert np.array_equal(panel[c][i], alone[c], equal_nan=True) and np.array_equal(panel[c][i], full[c][-k:], equal_nan=True), (tickers[i], c)

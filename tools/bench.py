@@ -53,14 +53,16 @@ def one(n, root, incremental, years=10):
 def fold_bench(s):
     "The core indicators of the day's bar of every ticker: recomputed over each whole series, and folded onto the state left by the day before; equal bit for bit?"
     from stock_nbs.store import Store
-    from stock_nbs.features import indicator_fold
+    from stock_nbs.features import indicator_fold, panel_fold
     st, f = Store(s.data_dir), s.features
     prices = [st.read('silver', '1d', t, columns=[f['price']])[f['price']].to_numpy(np.float64) for t in s.universe.tickers]
     states = [indicator_fold(p[:-1], f)[1] for p in prices]
     t0 = time.perf_counter(); full = [indicator_fold(p, f)[0] for p in prices]; t1 = time.perf_counter()
     folded = [indicator_fold(p[-1:], f, z)[0] for p, z in zip(prices, states)]; t2 = time.perf_counter()
-    same = all(np.array_equal(a[k][-1:], b[k], equal_nan=True) for a, b in zip(full, folded) for k in a)
-    return {'features_recompute_s': t1 - t0, 'features_fold_one_bar_s': t2 - t1, 'features_fold_equals_recompute': same}
+    panel, _ = panel_fold(np.array([p[-1:] for p in prices]), f, states); t3 = time.perf_counter()
+    same = all(np.array_equal(a[k][-1:], b[k], equal_nan=True) and np.array_equal(a[k][-1:], panel[k][i], equal_nan=True)
+               for i, (a, b) in enumerate(zip(full, folded)) for k in a)
+    return {'features_recompute_s': t1 - t0, 'features_fold_one_bar_s': t2 - t1, 'features_panel_fold_one_bar_s': t3 - t2, 'features_fold_equals_recompute': same}
 
 
 def check_exact(s, day, k=25):
@@ -172,7 +174,8 @@ def main():
               f"incremental day: ingest {u.get('incremental_ingest', float('nan')):.1f} s (of which the synthetic source's fetch alone {u.get('incremental_fetch_only', float('nan')):.1f} s), "
               f"transform {u.get('incremental_transform', float('nan')):.1f} s; folding the bronze parts back (once every [storage] max_parts runs) {u.get('compaction', float('nan')):.1f} s",
               f"core indicators of the day's bar, {big} tickers, one process: recomputed over each whole series {u.get('features_recompute_s', float('nan')):.2f} s, "
-              f"folded onto the kept state {u.get('features_fold_one_bar_s', float('nan')):.2f} s; equal bit for bit: {u.get('features_fold_equals_recompute')}",
+              f"folded onto the kept state one ticker at a time {u.get('features_fold_one_bar_s', float('nan')):.2f} s, all tickers as one matrix (`panel_fold`) "
+              f"{u.get('features_panel_fold_one_bar_s', float('nan')):.3f} s; equal bit for bit: {u.get('features_fold_equals_recompute')}",
               *([f"full rebuild {big} tickers x 1 year: {res[f'universe_{big}_1y']['full_total']:.1f} s (x 10 years: {u['full_total']:.1f} s)"] if f'universe_{big}_1y' in res else []),
               f"load_features all tickers x one month: {res['load_features']['all_tickers_one_month_ms']:.0f} ms",
               f"sync: {json.dumps(res.get('sync'), default=float)}", f"daily run: {json.dumps(res['daily_run'], default=float)}"]
