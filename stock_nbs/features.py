@@ -100,8 +100,9 @@ def _smoothed_resume(q:np.ndarray, last, f, z:dict) -> tuple[dict, dict]:
     g, l = _gains(np.diff(np.concatenate([np.asarray(last)[..., None], q], axis=-1), axis=-1))
     (ag, zg), (al, zl) = smooth_from(g, 1 / n, z['gain']), smooth_from(l, 1 / n, z['loss'])
     (yf, zf), (ys, zs) = smooth_from(q, 2 / (fast + 1), z['fast']), smooth_from(q, 2 / (slow + 1), z['slow'])
-    signal, zsig = smooth_from(yf - ys, 2 / (sig + 1), z['signal'])
-    out = {f'rsi_{n}': _rsi(ag, al), 'macd': yf - ys, 'macd_signal': signal, 'macd_hist': (yf - ys) - signal}
+    macd = yf - ys
+    signal, zsig = smooth_from(macd, 2 / (sig + 1), z['signal'])
+    out = {f'rsi_{n}': _rsi(ag, al), 'macd': macd, 'macd_signal': signal, 'macd_hist': macd - signal}
     return out, dict(gain=zg, loss=zl, fast=zf, slow=zs, signal=zsig)
 
 def _window(f) -> int:
