@@ -102,9 +102,10 @@ def handle_spikes(df:pd.DataFrame, policy:str, counts:dict) -> pd.DataFrame:
     return apply_policy(df, factor != 1, policy, 'spikes', counts, rescale)
 
 # %% ../nbs/04_clean.ipynb #98ebd988
-def block_starts(dates:pd.Series, intraday:bool=False) -> np.ndarray:
-    "Row index where each row's calendar month (intraday: local day) begins; rows sorted by date."
-    local = dates.dt.tz_localize(None) if getattr(dates.dtype, 'tz', None) is not None else dates  # the exchange's own clock
+def block_starts(dates:pd.Series) -> np.ndarray:
+    "Row index where each row's calendar month (intraday, tz-aware stamps: local day) begins; rows sorted by date."
+    intraday = getattr(dates.dtype, 'tz', None) is not None
+    local = dates.dt.tz_localize(None) if intraday else dates  # the exchange's own clock
     d = local.to_numpy().astype('datetime64[D]' if intraday else 'datetime64[M]')
     first = np.r_[True, d[1:] != d[:-1]] if len(d) else np.zeros(0, bool)
     return np.flatnonzero(first)[np.cumsum(first) - 1]
@@ -154,7 +155,7 @@ def handle_outliers(df:pd.DataFrame, policy:str, rules, thresholds:dict, counts:
     with np.errstate(divide='ignore', invalid='ignore'): lc = np.log(np.where(c > 0, c, np.nan))  # flagged non-positive prices have no return
     r = np.r_[np.nan, np.diff(lc)] if len(c) else lc
     if (~np.isnan(r)).sum() <= min_returns: return df
-    starts, bad = block_starts(df.date, getattr(df.date.dtype, 'tz', None) is not None), np.zeros(len(r), bool)
+    starts, bad = block_starts(df.date), np.zeros(len(r), bool)
     for rule in rules: bad |= trailing_outliers(r, starts, rule, thresholds[rule], window, min_returns)
     return apply_policy(df, bad, policy, 'outliers', counts, flag='flag_outlier')
 

@@ -77,10 +77,6 @@ def _footer(self:Store, layer:str, interval:str, ticker:str) -> tuple[dict|None,
         return (json.loads(md[META_KEY]) if META_KEY in md else {}), int(md.get(PARTS_KEY, 0))
     except (OSError, pa.ArrowException, ValueError) as e: raise _unreadable(p, e) from None
 
-def _read_meta(self:Store, layer:str, interval:str, ticker:str) -> dict|None:
-    "The facts `write(..., meta=)` kept in a file's footer ({} when none), or None when there is no file; reads no data pages."
-    return self.footer(layer, interval, ticker)[0]
-
 def atomic_write(path:Path, write) -> Path:
     "Write `path` atomically: `write(tmp)` fills a temporary file beside it, which then replaces `path`."
     path = Path(path)
@@ -125,7 +121,7 @@ def _flush(self:Store) -> Store:
         if syncfs is None or syncfs(fd) != 0: os.sync()
     finally: os.close(fd)
     return self
-Store.read, Store.footer, Store.read_meta, Store.write, Store._write_table, Store.flush = _read, _footer, _read_meta, _write, _write_table, _flush
+Store.read, Store.footer, Store.write, Store._write_table, Store.flush = _read, _footer, _write, _write_table, _flush
 
 # %% ../nbs/02_store.ipynb #60cba582
 PARTS_DIR = '_parts'  # <layer>/<interval>/_parts/<seq>.parquet; not a ticker file: `tickers` globs *.parquet

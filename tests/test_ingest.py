@@ -168,7 +168,7 @@ def test_the_next_fetch_is_planned_from_the_footer_as_from_the_dates(cfg, market
     ingest(cfg, run_date='2024-05-31', source=src, progress=False)
     st = Store(cfg.data_dir)
     days = st.read('bronze', '1d', 'TCS.NS').date.dt.strftime('%Y-%m-%d').tolist()
-    assert st.read_meta('bronze', '1d', 'TCS.NS') == {'last_days': days[-32:], 'all_days': False}
+    assert st.footer('bronze', '1d', 'TCS.NS')[0] == {'last_days': days[-32:], 'all_days': False}
     ingest(cfg, run_date='2024-05-31', source=src, progress=False)
     from_footer = src.requests[-1]
     assert from_footer[1] == pd.Timestamp(days[-5])
@@ -177,7 +177,7 @@ def test_the_next_fetch_is_planned_from_the_footer_as_from_the_dates(cfg, market
     ingest(deep, run_date='2024-05-31', source=src, progress=False)   # more sessions than the footer lists: from the dates
     assert src.requests[-1][1] == pd.Timestamp(days[-40])
     for t in market: st.write(st.read('bronze', '1d', t), 'bronze', '1d', t)   # files as an older version wrote them
-    assert st.read_meta('bronze', '1d', 'TCS.NS') == {}
+    assert st.footer('bronze', '1d', 'TCS.NS')[0] == {}
     ingest(cfg, run_date='2024-05-31', source=src, progress=False)
     assert src.requests[-1] == from_footer
 
