@@ -10,9 +10,10 @@ from .config import StockNbsError, market_of, is_fx
 from .sources import BAR_FIELDS, PRICE_COLUMNS, VALUE_COLUMNS, float_matrix
 
 # %% auto #0
-__all__ = ['log', 'FLAGS', 'SILVER_COLUMNS', 'CleanError', 'apply_policy', 'with_flags', 'drop_duplicate_dates', 'handle_nulls',
-           'handle_nonpositive', 'handle_ohlc', 'handle_placeholders', 'handle_spikes', 'block_starts', 'prior_windows',
-           'outlier_bounds', 'trailing_outliers', 'handle_outliers', 'convert_currency', 'clean_bars']
+__all__ = ['log', 'FLAGS', 'SILVER_COLUMNS', 'CleanError', 'RowHits', 'apply_policy', 'with_flags', 'group_firsts',
+           'drop_duplicate_dates', 'handle_nulls', 'handle_nonpositive', 'handle_ohlc', 'handle_placeholders',
+           'rolling_median5', 'handle_spikes', 'block_starts', 'prior_windows', 'outlier_bounds', 'trailing_outliers',
+           'log_returns', 'handle_outliers', 'convert_currency', 'clean_bars', 'clean_panel']
 
 # %% ../nbs/04_clean.ipynb #7ee1b32e
 log = logging.getLogger('stock_nbs.clean')
@@ -25,39 +26,64 @@ class CleanError(StockNbsError):
 # %% ../nbs/04_clean.ipynb #9beafa20
 _DONE = {'drop': 'dropped', 'repair': 'repaired', 'flag': 'flagged'}
 
+class RowHits(dict):
+    "Counts that remember which input rows each rule hit (`<rule>_<action>` -> row positions): how a many-ticker pass tells each ticker its own counts."
+    def add(self, key:str, rows:np.ndarray): self[key] = np.r_[self[key], rows] if key in self else np.asarray(rows)
+
+    def per_group(self, groups:np.ndarray, n:int) -> dict:
+        "`<rule>_<action>` -> count per group, from each input row's group."
+        return {k: np.bincount(groups[v], minlength=n) for k, v in self.items()}
+
 def apply_policy(df:pd.DataFrame, bad, policy:str, rule:str, counts:dict, repair=None, flag:str='flag_invalid') -> pd.DataFrame:
     "Drop, repair (with `repair(df, bad)`) or flag the rows where `bad` (a boolean Series or array); count them under `<rule>_<action>`."
     bad = np.asarray(bad, dtype=bool)
     n = int(bad.sum())
     if not n: return df
-    counts[f'{rule}_{_DONE[policy]}'] = counts.get(f'{rule}_{_DONE[policy]}', 0) + n
+    key = f'{rule}_{_DONE[policy]}'
+    if isinstance(counts, RowHits): counts.add(key, df['_row'].to_numpy()[bad])
+    else: counts[key] = counts.get(key, 0) + n
     if policy == 'drop': return df[~bad]
     df = df.copy()
     if policy == 'repair': df = repair(df, bad); df.loc[bad, 'flag_repaired'] = True
     else: df.loc[bad, flag] = True
     return df
 
-def with_flags(df:pd.DataFrame) -> pd.DataFrame:
-    "Bronze bars with every flag column present (False)."
+def with_flags(df:pd.DataFrame, groups:np.ndarray|None=None) -> pd.DataFrame:
+    "Bronze bars with every flag column present (False), each row's group (`_g`: its ticker's code; all 0 for one ticker) and input position (`_row`)."
     # built from the column arrays: selecting and assigning columns costs ~0.3 ms each in pandas 3, per ticker
-    return pd.DataFrame({**{c: df[c].array for c in BAR_FIELDS}, **{f: np.zeros(len(df), bool) for f in FLAGS}})
+    n = len(df)
+    return pd.DataFrame({**{c: df[c].array for c in BAR_FIELDS}, **{f: np.zeros(n, bool) for f in FLAGS},
+                         '_g': np.zeros(n, np.int64) if groups is None else groups, '_row': np.arange(n)})
+
+def group_firsts(groups:np.ndarray) -> np.ndarray:
+    "For each row (rows of a group together): the position of its group's first row."
+    first = np.r_[True, groups[1:] != groups[:-1]] if len(groups) else np.zeros(0, bool)
+    return np.flatnonzero(first)[np.cumsum(first) - 1]
 
 # %% ../nbs/04_clean.ipynb #9e59dd57
 def drop_duplicate_dates(df:pd.DataFrame, keep:str, counts:dict) -> pd.DataFrame:
-    "One row per date, keeping the last (or first) given."
-    dup = df.date.duplicated(keep='last' if keep == 'keep_last' else 'first').to_numpy()
+    "One row per (ticker and) date, keeping the last (or first) given; rows sorted by date within their ticker."
+    d, g = df['date'].array.asi8, df['_g'].to_numpy()
+    same = (d[1:] == d[:-1]) & (g[1:] == g[:-1])  # a row and the next share ticker and date
+    dup = np.r_[same, False] if keep == 'keep_last' else np.r_[False, same]
     return apply_policy(df, dup, 'drop', 'duplicates', counts)
 
-def _carry_forward(df:pd.DataFrame, bad:pd.Series) -> pd.DataFrame:
-    "Replace the values of bad rows with the previous good row's."
-    v = pd.DataFrame(np.where(bad[:, None], np.nan, float_matrix(df, VALUE_COLUMNS))).ffill().to_numpy()
+def _last_good(bad:np.ndarray, firsts:np.ndarray) -> np.ndarray:
+    "For each row: the position of the last row up to it that is not `bad` in its group, or -1."
+    last = np.maximum.accumulate(np.where(bad, -1, np.arange(len(bad)))) if len(bad) else np.zeros(0, int)
+    return np.where(last >= firsts, last, -1)
+
+def _carry_forward(df:pd.DataFrame, bad:np.ndarray) -> pd.DataFrame:
+    "Replace the values of bad rows with the previous good row's of the same ticker."
+    v, src = float_matrix(df, VALUE_COLUMNS), _last_good(bad, group_firsts(df['_g'].to_numpy()))
+    v = np.where((src >= 0)[:, None], v[np.maximum(src, 0)], np.nan)
     return df.assign(**{c: v[:, i] for i, c in enumerate(VALUE_COLUMNS)})
 
 def handle_nulls(df:pd.DataFrame, policy:str, counts:dict) -> pd.DataFrame:
     "Bars missing a price or volume: drop, repair (carry forward; a leading one is dropped) or flag."
     bad = np.isnan(float_matrix(df, VALUE_COLUMNS)).any(axis=1)
-    if policy == 'repair':  # nothing before the first good bar to carry forward
-        lead = bad & ~np.maximum.accumulate(~bad)
+    if policy == 'repair':  # nothing before the ticker's first good bar to carry forward
+        lead = bad & (_last_good(bad, group_firsts(df['_g'].to_numpy())) < 0)
         df, bad = apply_policy(df, lead, 'drop', 'nulls', counts), bad[~lead]
     return apply_policy(df, bad, policy, 'nulls', counts, _carry_forward)
 
@@ -82,39 +108,55 @@ def handle_ohlc(df:pd.DataFrame, policy:str, counts:dict) -> pd.DataFrame:
     return apply_policy(df, (df.high.to_numpy() < hi) | (df.low.to_numpy() > lo), policy, 'ohlc', counts, _repair_ohlc)
 
 # %% ../nbs/04_clean.ipynb #d97d2528
-def handle_placeholders(df:pd.DataFrame, policy:str, counts:dict, fx:bool=False) -> pd.DataFrame:
-    "Zero-volume bars with open = high = low = close (not for FX); then flag other zero-volume bars."
-    if fx: return df
+def handle_placeholders(df:pd.DataFrame, policy:str, counts:dict, fx=False) -> pd.DataFrame:
+    "Zero-volume bars with open = high = low = close (not for FX: `fx` true, or true at each FX input row); then flag other zero-volume bars."
+    def exempt(df): return np.broadcast_to(np.asarray(fx, bool), (len(df),)) if np.ndim(fx) == 0 else np.asarray(fx, bool)[df['_row'].to_numpy()]
     o, h, l, c, v = float_matrix(df, ['open', 'high', 'low', 'close', 'volume']).T
-    df = apply_policy(df, (o == h) & (h == l) & (l == c) & (v == 0), policy, 'placeholder', counts, flag='flag_placeholder')
-    zero = (df.volume.to_numpy() == 0) & ~df.flag_placeholder.to_numpy()
+    df = apply_policy(df, (o == h) & (h == l) & (l == c) & (v == 0) & ~exempt(df), policy, 'placeholder', counts, flag='flag_placeholder')
+    zero = (df.volume.to_numpy() == 0) & ~df.flag_placeholder.to_numpy() & ~exempt(df)
     return apply_policy(df, zero, 'flag', 'zero_volume', counts, flag='flag_zero_volume')
 
-def _unit_factor(close:pd.Series) -> np.ndarray:
+def rolling_median5(x:np.ndarray, groups:np.ndarray) -> np.ndarray:
+    "Centred median of each value and the two before and after it in its group, NaN skipped; NaN where fewer than 3 values."
+    # numpy, not pandas' rolling: the window must stop at each ticker's edges when many tickers are cleaned at once
+    n = len(x)
+    at = np.arange(n)[:, None] + np.arange(-2, 3)
+    inside = (at >= 0) & (at < n)
+    at = np.clip(at, 0, max(n - 1, 0))
+    w = np.where(inside & (groups[at] == groups[:, None]), x[at], np.nan) if n else np.zeros((0, 5))
+    s, k = np.sort(w, axis=1), (~np.isnan(w)).sum(axis=1)
+    rows, mid = np.arange(n), np.maximum(k - 1, 0) // 2
+    med = np.where(k % 2 == 1, s[rows, mid], (s[rows, mid] + s[rows, np.minimum(mid + 1, 4)]) / 2)
+    return np.where(k >= 3, med, np.nan)
+
+def _unit_factor(close:np.ndarray, groups:np.ndarray) -> np.ndarray:
     "100 where a close is ~100x its neighbours' median, 0.01 where ~1/100, else 1."
-    ratio = (close / close.rolling(5, center=True, min_periods=3).median()).to_numpy()
+    with np.errstate(invalid='ignore', divide='ignore'): ratio = close / rolling_median5(close, groups)
     return np.select([(ratio > 50) & (ratio < 200), (ratio > 1/200) & (ratio < 1/50)], [100., 0.01], 1.)
 
 def handle_spikes(df:pd.DataFrame, policy:str, counts:dict) -> pd.DataFrame:
     "Bars off by a factor of 100 from their neighbours: rescale, drop or flag."
-    factor = _unit_factor(df.close)
+    factor = _unit_factor(df.close.to_numpy(dtype=np.float64, na_value=np.nan), df['_g'].to_numpy())
     def rescale(d, bad): return d.assign(**{c: d[c].to_numpy() / np.where(bad, factor, 1.) for c in PRICE_COLUMNS})
     return apply_policy(df, factor != 1, policy, 'spikes', counts, rescale)
 
 # %% ../nbs/04_clean.ipynb #98ebd988
-def block_starts(dates:pd.Series) -> np.ndarray:
-    "Row index where each row's calendar month (intraday, tz-aware stamps: local day) begins; rows sorted by date."
+def block_starts(dates:pd.Series, groups:np.ndarray|None=None) -> np.ndarray:
+    "Row index where each row's calendar month (intraday, tz-aware stamps: local day) begins within its ticker (`groups`); rows sorted by date within their ticker."
     intraday = getattr(dates.dtype, 'tz', None) is not None
     local = dates.dt.tz_localize(None) if intraday else dates  # the exchange's own clock
     d = local.to_numpy().astype('datetime64[D]' if intraday else 'datetime64[M]')
     first = np.r_[True, d[1:] != d[:-1]] if len(d) else np.zeros(0, bool)
+    if groups is not None and len(d): first[1:] |= groups[1:] != groups[:-1]
     return np.flatnonzero(first)[np.cumsum(first) - 1]
 
-def prior_windows(x:np.ndarray, starts:np.ndarray, window:int) -> np.ndarray:
-    "For each start row: the last `window` non-NaN values of `x` before it, NaN-padded in front (one row per start)."
+def prior_windows(x:np.ndarray, starts:np.ndarray, window:int, firsts:np.ndarray|None=None) -> np.ndarray:
+    "For each start row: the last `window` non-NaN values of `x` before it (from row `firsts` on, its ticker's first row), NaN-padded in front (one row per start)."
     valid = np.flatnonzero(~np.isnan(x))
-    padded = np.r_[np.full(window, np.nan), x[valid]]
-    return padded[np.searchsorted(valid, starts)[:, None] + np.arange(window)]
+    at = np.searchsorted(valid, starts)[:, None] + np.arange(window)
+    w = np.r_[np.full(window, np.nan), x[valid]][at]
+    if firsts is not None: w[np.r_[np.full(window, -1), valid][at] < firsts[:, None]] = np.nan  # another ticker's values
+    return w
 
 def _quantiles(w:np.ndarray, qs) -> tuple[np.ndarray, ...]:
     "Linearly interpolated quantiles of each row's non-NaN values (as numpy's default)."
@@ -141,22 +183,31 @@ def outlier_bounds(w:np.ndarray, rule:str, k:float) -> tuple[np.ndarray, np.ndar
         half = np.where(sd > 0, k * sd, np.inf)
         return mean - half, mean + half
 
-def trailing_outliers(x:np.ndarray, starts:np.ndarray, rule:str, k:float, window:int=250, min_values:int=20) -> np.ndarray:
-    "Where `x` lies outside `rule`'s bounds from the `window` values before its block (`block_starts`); NaN, and blocks with fewer than `min_values` earlier values, never."
-    blocks, at = np.unique(starts, return_inverse=True)
-    w = prior_windows(x, blocks, window)
-    lo, hi = outlier_bounds(w, rule, k)
-    judged = (~np.isnan(w)).sum(axis=1) >= min_values
-    with np.errstate(invalid='ignore'): return judged[at] & ((x < lo[at]) | (x > hi[at]))
+def trailing_outliers(x:np.ndarray, starts:np.ndarray, rule:str, k:float, window:int=250, min_values:int=20, groups:np.ndarray|None=None, judge:np.ndarray|None=None) -> np.ndarray:
+    "Where `x` lies outside `rule`'s bounds from the `window` values before its block (`block_starts`) in its ticker (`groups`); NaN, blocks with fewer than `min_values` earlier values, and rows not in `judge` (default all), never."
+    first = np.r_[True, starts[1:] != starts[:-1]] if len(starts) else np.zeros(0, bool)  # starts never decrease
+    blocks, at = starts[first], np.cumsum(first) - 1
+    need = np.zeros(len(blocks), bool); need[at if judge is None else at[judge]] = True  # only the blocks of judged rows are worth a window
+    w = prior_windows(x, blocks[need], window, None if groups is None else group_firsts(groups)[blocks[need]])
+    lo, hi = np.full(len(blocks), np.nan), np.full(len(blocks), np.nan)
+    lo[need], hi[need] = outlier_bounds(w, rule, k)
+    judged = np.zeros(len(blocks), bool); judged[need] = (~np.isnan(w)).sum(axis=1) >= min_values
+    with np.errstate(invalid='ignore'): return judged[at] & ((x < lo[at]) | (x > hi[at])) & (True if judge is None else judge)
 
-def handle_outliers(df:pd.DataFrame, policy:str, rules, thresholds:dict, counts:dict, window:int=250, min_returns:int=20) -> pd.DataFrame:
-    "Flag (or drop) bars whose daily log return is an outlier by any of `rules`, judged against the `window` returns before its month."
-    c = df.close.to_numpy(dtype=np.float64, na_value=np.nan)
-    with np.errstate(divide='ignore', invalid='ignore'): lc = np.log(np.where(c > 0, c, np.nan))  # flagged non-positive prices have no return
-    r = np.r_[np.nan, np.diff(lc)] if len(c) else lc
-    if (~np.isnan(r)).sum() <= min_returns: return df
-    starts, bad = block_starts(df.date), np.zeros(len(r), bool)
-    for rule in rules: bad |= trailing_outliers(r, starts, rule, thresholds[rule], window, min_returns)
+def log_returns(close:np.ndarray, groups:np.ndarray) -> np.ndarray:
+    "Log return of each close over the previous one of its ticker (NaN for the first, and where a price is not positive)."
+    with np.errstate(divide='ignore', invalid='ignore'): lc = np.log(np.where(close > 0, close, np.nan))  # flagged non-positive prices have no return
+    r = np.r_[np.nan, np.diff(lc)] if len(lc) else lc
+    r[group_firsts(groups) == np.arange(len(r))] = np.nan
+    return r
+
+def handle_outliers(df:pd.DataFrame, policy:str, rules, thresholds:dict, counts:dict, window:int=250, min_returns:int=20, judge:np.ndarray|None=None) -> pd.DataFrame:
+    "Flag (or drop) bars whose daily log return is an outlier by any of `rules`, judged against the `window` returns before its month; only the input rows in `judge`, if given."
+    g = df['_g'].to_numpy()
+    r = log_returns(df.close.to_numpy(dtype=np.float64, na_value=np.nan), g)
+    if (~np.isnan(r)).sum() <= min_returns: return df  # (only a shortcut: no return is judged with fewer earlier ones)
+    starts, bad, judge = block_starts(df.date, g), np.zeros(len(r), bool), None if judge is None else judge[df['_row'].to_numpy()]
+    for rule in rules: bad |= trailing_outliers(r, starts, rule, thresholds[rule], window, min_returns, g, judge)
     return apply_policy(df, bad, policy, 'outliers', counts, flag='flag_outlier')
 
 # %% ../nbs/04_clean.ipynb #617cb656
@@ -164,34 +215,58 @@ def _day(dates:pd.Series) -> pd.Series:
     "Naive calendar day of daily dates or of tz-aware intraday stamps (in their exchange's time)."
     return (dates.dt.tz_localize(None) if dates.dt.tz is not None else dates).dt.normalize().astype('datetime64[ns]')
 
-def convert_currency(df:pd.DataFrame, currency:str, fx:pd.DataFrame|None, counts:dict, base:str='INR', max_stale_days:int=4, fx_ticker:str='USDINR=X') -> pd.DataFrame:
-    "Prices in `base`; adds `currency` (native) and `fx_rate`; drops and counts bars with no fresh rate."
-    df = df.assign(currency=currency, fx_rate=np.ones(len(df)))
-    if currency == base: return df
-    if currency != 'USD' or fx is None or fx.empty:
-        raise CleanError(f"no {fx_ticker} rates to convert {currency} prices to {base}; ingest {fx_ticker} with the other tickers")
-    rates = pd.DataFrame({'day': _day(fx.date), 'rate': fx.close.to_numpy(), 'rate_day': _day(fx.date)}).dropna().sort_values('day')
-    m = pd.merge_asof(pd.DataFrame({'day': _day(df.date)}).reset_index(), rates, on='day', direction='backward').set_index('index')
-    age = (m.day - m.rate_day).dt.days
-    stale = age.isna() | (age > max_stale_days)
+def convert_currency(df:pd.DataFrame, currency, fx:pd.DataFrame|None, counts:dict, base:str='INR', max_stale_days:int=4, fx_ticker:str='USDINR=X') -> pd.DataFrame:
+    "Prices in `base` (`currency`: the ticker's, or each input row's); adds `currency` (native) and `fx_rate`; drops and counts bars with no fresh rate."
+    cur = np.asarray(currency, dtype=object) if np.ndim(currency) == 0 else np.asarray(currency, dtype=object)[df['_row'].to_numpy()]
+    df = df.assign(currency=np.broadcast_to(cur, (len(df),)), fx_rate=np.ones(len(df)))
+    foreign = np.broadcast_to(cur != base, (len(df),))
+    if not foreign.any(): return df
+    if (np.broadcast_to(cur, (len(df),))[foreign] != 'USD').any() or fx is None or fx.empty:
+        raise CleanError(f"no {fx_ticker} rates to convert {', '.join(sorted(set(np.broadcast_to(cur, (len(df),))[foreign])))} prices to {base}; ingest {fx_ticker} with the other tickers")
+    rate = fx.close.to_numpy(dtype=np.float64, na_value=np.nan)
+    rate_day = _day(fx.date).to_numpy()[~np.isnan(rate)]; rate = rate[~np.isnan(rate)]
+    o = np.argsort(rate_day, kind='stable'); rate_day, rate = rate_day[o], rate[o]
+    day = _day(df.date).to_numpy()
+    at = np.searchsorted(rate_day, day, side='right') - 1  # the rate of the day, or the last one before it
+    age = np.where(at >= 0, (day - rate_day[np.maximum(at, 0)]) // np.timedelta64(1, 'D'), -1) if len(rate_day) else np.full(len(day), -1)
+    stale = foreign & ((at < 0) | (age > max_stale_days))
     if stale.any(): log.warning("%d bars rejected: no %s rate within %d days (first: %s)", stale.sum(), fx_ticker, max_stale_days, ', '.join(df.date[stale].astype(str).head(3)))
-    df = df.assign(fx_rate=m.rate.to_numpy(), flag_stale_fx=(age > 0).to_numpy() & ~stale.to_numpy())
-    df[PRICE_COLUMNS] = df[PRICE_COLUMNS].mul(df.fx_rate, axis=0)
-    return apply_policy(df, pd.Series(stale.to_numpy(), index=df.index), 'drop', 'fx_stale', counts)
+    fx_rate = np.where(foreign, np.where(stale, np.nan, rate[np.clip(at, 0, max(len(rate) - 1, 0))] if len(rate) else np.nan), 1.)
+    df = df.assign(fx_rate=fx_rate, flag_stale_fx=foreign & (age > 0) & ~stale)
+    df = df.assign(**{c: df[c].to_numpy(dtype=np.float64, na_value=np.nan) * np.where(foreign, fx_rate, 1.) for c in PRICE_COLUMNS})
+    return apply_policy(df, stale, 'drop', 'fx_stale', counts)
 
 # %% ../nbs/04_clean.ipynb #09ed0a8a
-def clean_bars(bronze:pd.DataFrame, ticker:str, rules, fx:pd.DataFrame|None=None, base:str='INR', fx_ticker:str='USDINR=X') -> tuple[pd.DataFrame, dict]:
-    "Silver bars of one ticker from its bronze bars under the `[clean]` settings `rules`; and the counts."
-    counts = {'rows_in': len(bronze)}
-    df = with_flags(bronze if bronze.date.is_monotonic_increasing else bronze.sort_values('date', kind='stable'))
+def _clean(df:pd.DataFrame, rules, counts:dict, fx_rows, currency, fx:pd.DataFrame|None, base:str, fx_ticker:str, judge=None) -> pd.DataFrame:
+    "The rules in order on bars `with_flags` gave (sorted by date within each ticker)."
     df = drop_duplicate_dates(df, rules['duplicates'], counts)
     df = handle_nulls(df, rules['nulls'], counts)
     df = handle_nonpositive(df, rules['nonpositive'], counts)
     df = handle_spikes(df, rules['spikes'], counts)
     df = handle_ohlc(df, rules['ohlc'], counts)
-    df = handle_placeholders(df, rules['placeholder'], counts, fx=is_fx(ticker))
+    df = handle_placeholders(df, rules['placeholder'], counts, fx=fx_rows)
     k = {'mad': rules['outlier_mad'], 'iqr': rules['outlier_iqr'], 'zscore': rules['outlier_zscore']}
-    df = handle_outliers(df, rules['outliers'], rules['outlier_rules'], k, counts, rules['outlier_window'])
-    df = convert_currency(df, market_of(ticker).currency, fx, counts, base, rules['fx_max_staleness_days'], fx_ticker)
+    df = handle_outliers(df, rules['outliers'], rules['outlier_rules'], k, counts, rules['outlier_window'], judge=judge)
+    return convert_currency(df, currency, fx, counts, base, rules['fx_max_staleness_days'], fx_ticker)
+
+def clean_bars(bronze:pd.DataFrame, ticker:str, rules, fx:pd.DataFrame|None=None, base:str='INR', fx_ticker:str='USDINR=X') -> tuple[pd.DataFrame, dict]:
+    "Silver bars of one ticker from its bronze bars under the `[clean]` settings `rules`; and the counts."
+    counts = {'rows_in': len(bronze)}
+    df = with_flags(bronze if bronze.date.is_monotonic_increasing else bronze.sort_values('date', kind='stable'))
+    df = _clean(df, rules, counts, is_fx(ticker), market_of(ticker).currency, fx, base, fx_ticker)
     counts['rows_out'] = len(df)
     return pd.DataFrame({c: df[c].array for c in SILVER_COLUMNS}), counts
+
+def clean_panel(bronze:pd.DataFrame, rules, fx:pd.DataFrame|None=None, base:str='INR', fx_ticker:str='USDINR=X', judge:np.ndarray|None=None) -> tuple[pd.DataFrame, RowHits, dict]:
+    "Silver bars of many tickers at once (`bronze` has a `ticker` column): silver rows with `ticker` and `bronze_row` (their input row), what each rule hit (input rows), and the tickers that cannot be cleaned (ticker -> error). `judge`: the input rows whose outlier flags are wanted (default all)."
+    codes, names = pd.factorize(bronze['ticker'].to_numpy(dtype=object), sort=True)
+    cur = np.array([market_of(t).currency for t in names], dtype=object)
+    stuck = (cur != base) & ((cur != 'USD') | (fx is None or len(fx) == 0))
+    errors = {t: f"no {fx_ticker} rates to convert {c} prices to {base}; ingest {fx_ticker} with the other tickers" for t, c in zip(names[stuck], cur[stuck])}
+    order = np.lexsort((bronze['date'].array.asi8, codes))  # stable: duplicates keep their order
+    order = order[~stuck[codes[order]]]
+    df = with_flags(bronze.take(order), codes[order]).assign(_row=order)
+    hits = RowHits()
+    df = _clean(df, rules, hits, np.array([is_fx(t) for t in names])[codes], cur[codes], fx, base, fx_ticker, judge)
+    silver = pd.DataFrame({'ticker': names[df['_g'].to_numpy()], **{c: df[c].array for c in SILVER_COLUMNS}, 'bronze_row': df['_row'].to_numpy()})
+    return silver, hits, errors
