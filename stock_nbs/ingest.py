@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_ingest.ipynb #d8664fd9
 from __future__ import annotations
-import itertools, logging, datetime as dt
+import base64, itertools, logging, datetime as dt
 from contextlib import nullcontext
 from dataclasses import dataclass
 import numpy as np, pandas as pd, pyarrow as pa
@@ -16,8 +16,8 @@ from .workers import TickerPool
 from .quality import session_days
 
 # %% auto #0
-__all__ = ['log', 'LAST_DAYS', 'FETCH_CHUNK', 'REPORT_COLUMNS', 'PART_MAX_ROWS', 'merge_bars', 'fetch_start', 'bronze_footer',
-           'stored_days', 'check_run_date', 'ingest', 'compact']
+__all__ = ['log', 'LAST_DAYS', 'FETCH_CHUNK', 'REPORT_COLUMNS', 'PART_MAX_ROWS', 'merge_bars', 'panel_merge', 'fetch_start',
+           'bronze_footer', 'stored_state', 'stored_days', 'check_run_date', 'ingest', 'compact']
 
 # %% ../nbs/03_ingest.ipynb #daca5b9c
 log = logging.getLogger('stock_nbs.ingest')
@@ -51,34 +51,85 @@ def merge_bars(stored:pd.DataFrame|None, fetched:pd.DataFrame) -> tuple[pd.DataF
                         values_changed=_changed_values(tail, fetched))
 
 # %% ../nbs/03_ingest.ipynb #1f9de729
+def _keys(codes:np.ndarray, dates:np.ndarray, all_dates:np.ndarray) -> np.ndarray:
+    "One integer per (ticker code, date): the code, then the date's rank among `all_dates` (sorted, distinct)."
+    return codes.astype(np.int64) * (len(all_dates) + 1) + np.searchsorted(all_dates, dates)
+
+def panel_merge(stored:pd.DataFrame, fetched:pd.DataFrame, codes_stored:np.ndarray, codes_fetched:np.ndarray, n:int) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    "`merge_bars` of `n` tickers at once: `stored` holds each ticker's stored rows from its fetch's first date on, `fetched` its fetch (rows sorted by (code, date) in both); the merged rows, each one's code, and per code rows_added and values_changed."
+    ds, df_ = stored['date'].to_numpy(), fetched['date'].to_numpy()
+    all_dates = np.unique(np.r_[ds, df_])
+    ks, kf = _keys(codes_stored, ds, all_dates), _keys(codes_fetched, df_, all_dates)
+    gone = ~np.isin(ks, kf)  # stored dates the fetch did not return: kept
+    merged = pd.concat([stored[gone], fetched], ignore_index=True)
+    order = np.argsort(np.r_[ks[gone], kf], kind='stable')  # by ticker and date; a date's fetched rows keep their order
+    codes = np.r_[codes_stored[gone], codes_fetched][order]
+    new = np.unique(kf[~np.isin(kf, ks)])
+    def last(k): return np.r_[k[1:] != k[:-1], True] if len(k) else np.zeros(0, bool)  # one row per date: the last given
+    ls, lf = last(ks), last(kf)
+    _, i, j = np.intersect1d(ks[ls], kf[lf], assume_unique=True, return_indices=True)
+    a = np.column_stack([stored[c].to_numpy(np.float64)[ls][i] for c in VALUE_COLUMNS])
+    b = np.column_stack([fetched[c].to_numpy(np.float64)[lf][j] for c in VALUE_COLUMNS])
+    diff = (~((a == b) | (np.isnan(a) & np.isnan(b)))).sum(axis=1)
+    return merged.take(order).reset_index(drop=True), codes, dict(rows_added=np.bincount(new // (len(all_dates) + 1), minlength=n),
+                                                                 values_changed=np.bincount(codes_fetched[lf][j], weights=diff, minlength=n).astype(int))
+
+# %% ../nbs/03_ingest.ipynb #5e0bf361
 def fetch_start(days:pd.DatetimeIndex|None, overlap:int, first_start) -> pd.Timestamp:
     "First day to fetch for a ticker, given the distinct days it has stored (sorted; None or empty: nothing stored)."
     if days is None or not len(days): return pd.Timestamp(first_start)
     if overlap == 0: return pd.Timestamp(days[-1]) + pd.Timedelta(days=1)
     return pd.Timestamp(days[-min(overlap, len(days))])
 
-# %% ../nbs/03_ingest.ipynb #5e0bf361
+# %% ../nbs/03_ingest.ipynb #96a795aa
 LAST_DAYS = 32  # distinct days a bronze footer lists: more than any sensible [source] overlap_sessions
 
+def _blob(table:pa.Table) -> str:
+    "An Arrow table as text for a footer (Arrow IPC, base64): every dtype and value exactly."
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w: w.write_table(table)
+    return base64.b64encode(sink.getvalue().to_pybytes()).decode()
+
+def _unblob(text:str) -> pa.Table:
+    "The table `_blob` wrote."
+    return pa.ipc.open_stream(base64.b64decode(text)).read_all()
+
 def bronze_footer(bars:pd.DataFrame) -> dict:
-    "What a bronze file's footer keeps: its last distinct days, and whether those are all of them."
+    "What a bronze file's footer keeps: its last distinct days, whether those are all of them, its row count and (daily) its last rows."
     days = session_days(bars.date)
-    return {'last_days': days[-LAST_DAYS:].strftime('%Y-%m-%d').tolist(), 'all_days': len(days) <= LAST_DAYS}
+    meta = {'last_days': days[-LAST_DAYS:].strftime('%Y-%m-%d').tolist(), 'all_days': len(days) <= LAST_DAYS, 'rows': len(bars)}
+    if getattr(bars.date.dtype, 'tz', None) is None:  # daily: a run merges its fetch into these rows without reading the file
+        meta['tail'] = _blob(pa.Table.from_pandas(bars.iloc[-LAST_DAYS:], preserve_index=False, nthreads=1).replace_schema_metadata(None))
+    return meta
+
+def _laid_over(tail:pa.Table|None, rows:int|None, since:pd.Timestamp, part:pa.Table) -> tuple[pa.Table|None, int|None]:
+    "A footer's last rows and row count with a part's rows laid over from `since` on; (None, None) when the rows do not reach back to `since`."
+    if tail is None or rows is None: return None, None
+    d = tail['date'].to_numpy()
+    if len(d) < rows and not (len(d) and d[0] <= np.datetime64(since.tz_localize(None) if since.tz else since)): return None, None
+    keep = d < np.datetime64(since.tz_localize(None) if since.tz else since)
+    return pa.concat_tables([tail.filter(pa.array(keep)), part.select(tail.schema.names).cast(tail.schema)]), rows - int((~keep).sum()) + part.num_rows
+
+def stored_state(store:Store, interval:str, ticker:str, overlap:int) -> tuple[pd.DatetimeIndex|None, pa.Table|None, int|None]:
+    "A ticker's last stored distinct days (None: nothing stored), as `stored_days`; and (daily) its last stored rows and row count, when its footer keeps them (else None, None)."
+    meta, held = store.footer('bronze', interval, ticker)
+    pending = store.pending('bronze', interval, ticker, held)
+    if meta is None and not pending: return None, None, None
+    days, tail, rows = (meta or {}).get('last_days'), (meta or {}).get('tail'), (meta or {}).get('rows')
+    tail = _unblob(tail) if tail is not None else None
+    for _, since, part in pending: tail, rows = _laid_over(tail, rows, since, part)
+    if days is not None:
+        days = pd.DatetimeIndex(days).as_unit('ns')  # as `session_days` gives them
+        for _, since, part in pending:  # (intraday: the part's UTC days, which are the exchange's days for NSE and US hours)
+            days = days[days < since.tz_localize(None).normalize()].union(session_days(part['date'].to_pandas()))
+        if len(days) >= max(overlap, 1) or meta.get('all_days'): return days, tail, rows
+    return session_days(store.read('bronze', interval, ticker, columns=['date']).date), tail, rows
 
 def stored_days(store:Store, interval:str, ticker:str, overlap:int) -> pd.DatetimeIndex|None:
     "A ticker's last stored distinct days (its file's footer with the parts laid over), at least the `overlap` that `fetch_start` needs (None: nothing stored)."
-    meta, held = store.footer('bronze', interval, ticker)
-    pending = store.pending('bronze', interval, ticker, held)
-    if meta is None and not pending: return None
-    days = (meta or {}).get('last_days')
-    if days is not None:
-        days = pd.DatetimeIndex(days).as_unit('ns')  # as `session_days` gives them
-        for _, since, rows in pending:  # (intraday: the part's UTC days, which are the exchange's days for NSE and US hours)
-            days = days[days < since.tz_localize(None).normalize()].union(session_days(rows['date'].to_pandas()))
-        if len(days) >= max(overlap, 1) or meta.get('all_days'): return days
-    return session_days(store.read('bronze', interval, ticker, columns=['date']).date)
+    return stored_state(store, interval, ticker, overlap)[0]
 
-# %% ../nbs/03_ingest.ipynb #96a795aa
+# %% ../nbs/03_ingest.ipynb #dbf9c6c8
 FETCH_CHUNK = 200  # tickers per source call: the progress bar moves and memory stays bounded on big universes
 REPORT_COLUMNS = ['ticker', 'status', 'fetch_start', 'fetch_end', 'rows_fetched', 'rows_added', 'values_changed', 'rows_total', 'last_date', 'error']
 
@@ -105,7 +156,7 @@ def _ingest_one(store:Store, interval:str, ticker:str, stored, fetched, start, e
     row = _row(ticker, 'updated' if changed else 'unchanged', start, end, len(fetched), st['rows_added'], st['values_changed'], cut + len(tail), tail.date.iloc[-1])
     return row, part
 
-# %% ../nbs/03_ingest.ipynb #e7b04b1d
+# %% ../nbs/03_ingest.ipynb #9a7354cc
 def check_run_date(run_date, today=None) -> pd.Timestamp:
     "The run date as a Timestamp; refuse dates in the future (a source must not be asked for bars not yet traded)."
     d = pd.Timestamp(run_date).normalize()
@@ -113,7 +164,7 @@ def check_run_date(run_date, today=None) -> pd.Timestamp:
     if d > today: raise StockNbsError(f"run date {d.date()} is in the future (today is {today.date()}); pass --date {today.date()} or earlier")
     return d
 
-# %% ../nbs/03_ingest.ipynb #9f98729d
+# %% ../nbs/03_ingest.ipynb #0c2cc3c4
 def _first_start(settings:Settings, interval:str, end:pd.Timestamp) -> pd.Timestamp:
     "Start of the first fetch of a ticker with no stored bars."
     if is_intraday(interval): return end - pd.Timedelta(days=settings.source.intraday_days - 1)
@@ -121,16 +172,16 @@ def _first_start(settings:Settings, interval:str, end:pd.Timestamp) -> pd.Timest
     if start > end: raise StockNbsError(f"[source] start {start.date()} is after the run date {end.date()}; lower start or pass a later --date")
     return start
 
-def _plan(store, interval, tickers, overlap, first_start) -> tuple[dict, dict]:
-    "Tickers to fetch grouped by start day (from stored days only), and unreadable files failing their ticker."
-    groups, failed = {}, {}
+def _plan(store, interval, tickers, overlap, first_start) -> tuple[dict, dict, dict]:
+    "Tickers to fetch grouped by start day (from stored days only), unreadable files failing their ticker, and each ticker's last stored rows and row count (`stored_state`)."
+    groups, failed, known = {}, {}, {}
     for t in tickers:
-        try: days = stored_days(store, interval, t, overlap)
+        try: days, *known[t] = stored_state(store, interval, t, overlap)
         except StockNbsError as e: failed[t] = str(e); continue
         groups.setdefault(fetch_start(days, overlap, first_start), []).append(t)
-    return groups, failed
+    return groups, failed, known
 
-# %% ../nbs/03_ingest.ipynb #dbf9c6c8
+# %% ../nbs/03_ingest.ipynb #6234b78a
 def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval:str|None=None, progress:bool|None=None, lock:bool=True) -> pd.DataFrame:
     "Fetch and merge bronze bars for `tickers` up to `run_date`; one report row per ticker."
     tickers = list(dict.fromkeys(tickers or settings.universe.tickers))
@@ -138,14 +189,14 @@ def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval
     source = source if source is not None and not isinstance(source, str) else make_source(settings, source)
     store, to_part = Store(settings.data_dir, settings.storage.fsync), settings.storage.max_parts > 0
     with (store.lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):  # lock=False: the caller holds it
-        groups, failed = _plan(store, interval, tickers, settings.source.overlap_sessions, _first_start(settings, interval, end))
+        groups, failed, known = _plan(store, interval, tickers, settings.source.overlap_sessions, _first_start(settings, interval, end))
         done = [(_row(t, 'failed', None, end, error=e), None) for t, e in failed.items()]
         bar = tqdm(total=len(tickers) - len(failed), desc=f'ingest {interval}', unit='ticker', disable=None if progress is None else not progress)
         with TickerPool(settings.run.workers, len(tickers) - len(failed)) as pool, bar:  # the source is asked here; merges and writes go to the workers
             queued = []  # the chunk whose merges the workers are doing while the next one is fetched
             for start, group in sorted(groups.items()):
                 for i in range(0, len(group), FETCH_CHUNK):
-                    queued.append(_ingest_group(store, source, interval, group[i:i + FETCH_CHUNK], start, end, pool, bar, to_part))
+                    queued.append(_ingest_group(store, source, interval, group[i:i + FETCH_CHUNK], start, end, pool, bar, to_part, known))
                     if len(queued) > 1: done += _logged(queued.pop(0))
             for q in queued: done += _logged(q)
         rows = _store_part(store, interval, done)
@@ -162,7 +213,7 @@ def _store_part(store:Store, interval:str, done:list) -> list[dict]:
             return [_row(r['ticker'], 'failed', r['fetch_start'], r['fetch_end'], error=str(e)) if p is not None else r for r, p in done]
     return [r for r, _ in done]
 
-# %% ../nbs/03_ingest.ipynb #9a7354cc
+# %% ../nbs/03_ingest.ipynb #20010c81
 def _merge_task(args) -> tuple[dict, tuple|None]:
     "`_ingest_one` for a worker, reading the stored bars itself: never raises, a failure is the row's error."
     store, interval, t, fetched, start, end, to_part = args
@@ -170,15 +221,47 @@ def _merge_task(args) -> tuple[dict, tuple|None]:
     except Exception as e:  # one ticker's merge or write must not stop the others; the report names it
         return _row(t, 'failed', start, end, error=str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}"), None
 
-def _ingest_group(store, source, interval, group, start, end, pool:TickerPool, bar, to_part:bool=False):
-    "Fetch one group of tickers sharing a start day and hand their merges to `pool`; an iterator of report rows (failures stay per ticker)."
+def _panel_rows(known:dict, bars:dict, tickers:list, start, end) -> tuple[list, list]:
+    "Merge the fetches of `tickers` into their last stored rows (`known`) at once: the (report row, part rows) of each ticker whose merge fits a part, and the tickers left for the workers."
+    ok = [t for t in tickers if known.get(t, (None, None))[0] is not None and bars.get(t) is not None and len(bars[t])]
+    if not ok: return [], list(tickers)
+    since = np.array([bars[t]['date'].iloc[0] for t in ok], dtype='datetime64[ns]')
+    tails = [known[t][0] for t in ok]
+    stored = pa.concat_tables([x.cast(tails[0].schema) for x in tails]).to_pandas()
+    sizes = np.array([x.num_rows for x in tails])
+    codes_s = np.repeat(np.arange(len(ok)), sizes)
+    first = np.array([x['date'][0].value if x.num_rows else 0 for x in tails], dtype='datetime64[ns]')
+    rows = np.array([known[t][1] for t in ok])
+    reach = (sizes == rows) | ((sizes > 0) & (first <= since))  # the stored rows reach back to the fetch's first date
+    keep = (stored['date'].to_numpy() >= since[codes_s]) & reach[codes_s]
+    from_since = np.bincount(codes_s[keep], minlength=len(ok))
+    fetched = pd.concat([bars[t] for t in ok], ignore_index=True)
+    codes_f = np.repeat(np.arange(len(ok)), [len(bars[t]) for t in ok])
+    sel = reach[codes_f]
+    merged, codes, st = panel_merge(stored[keep].reset_index(drop=True), fetched[sel].reset_index(drop=True), codes_s[keep], codes_f[sel], len(ok))
+    table = pa.Table.from_pandas(merged, preserve_index=False, nthreads=1)
+    size = np.bincount(codes, minlength=len(ok)); at = np.r_[0, np.cumsum(size)]
+    dates = merged['date'].to_numpy()
+    done, left = [], [t for t in tickers if t not in set(ok)]
+    for i, t in enumerate(ok):
+        added, changed = int(st['rows_added'][i]), int(st['values_changed'][i])
+        if not reach[i] or ((added or changed) and size[i] > PART_MAX_ROWS): left.append(t); continue  # the worker path reads (and may rewrite) the file
+        row = _row(t, 'updated' if added or changed else 'unchanged', start, end, len(bars[t]), added, changed,
+                   int(rows[i] - from_since[i] + size[i]), pd.Timestamp(dates[at[i + 1] - 1]))
+        done.append((row, (table.slice(at[i], size[i]), pd.Timestamp(since[i])) if added or changed else None))
+    return done, left
+
+def _ingest_group(store, source, interval, group, start, end, pool:TickerPool, bar, to_part:bool=False, known:dict|None=None):
+    "Fetch one group of tickers sharing a start day and merge them (daily, into a part: at once; else by `pool`); an iterator of report rows (failures stay per ticker)."
     if start > end: res = FetchResult()  # up to date already (overlap 0): nothing to ask the source
     else:
         try: res = source.fetch(group, start, end, interval)
         except StockNbsError as e: res = FetchResult(failed={t: str(e) for t in group})
     failed = [(_row(t, 'failed', start, end, error=res.failed[t]), None) for t in group if t in res.failed]
-    bar.update(len(failed))
-    return itertools.chain(failed, pool.imap(_merge_task, [(store, interval, t, res.bars.get(t), start, end, to_part) for t in group if t not in res.failed], bar))
+    rest = [t for t in group if t not in res.failed]
+    merged, rest = _panel_rows(known, res.bars, rest, start, end) if known and to_part and interval == '1d' else ([], rest)
+    bar.update(len(failed) + len(merged))
+    return itertools.chain(failed, merged, pool.imap(_merge_task, [(store, interval, t, res.bars.get(t), start, end, to_part) for t in rest], bar))
 
 def _logged(done) -> list:
     "The (report row, part rows) of each ticker, each row logged (here: a worker's log records would not reach a kernel's handlers)."
@@ -188,7 +271,7 @@ def _logged(done) -> list:
         else: log.info("%s: %d bars fetched, %d added, %d values changed, %d stored", r['ticker'], r['rows_fetched'], r['rows_added'], r['values_changed'], r['rows_total'])
     return done
 
-# %% ../nbs/03_ingest.ipynb #6234b78a
+# %% ../nbs/03_ingest.ipynb #a850bb4e
 def _compact_task(args) -> str:
     "Rewrite one ticker's bronze file with its parts laid over (a worker); the error, or ''."
     store, interval, t = args

@@ -168,7 +168,8 @@ def test_the_next_fetch_is_planned_from_the_footer_as_from_the_dates(cfg, market
     ingest(cfg, run_date='2024-05-31', source=src, progress=False)
     st = Store(cfg.data_dir)
     days = st.read('bronze', '1d', 'TCS.NS').date.dt.strftime('%Y-%m-%d').tolist()
-    assert st.footer('bronze', '1d', 'TCS.NS')[0] == {'last_days': days[-32:], 'all_days': False}
+    meta = st.footer('bronze', '1d', 'TCS.NS')[0]
+    assert {k: meta[k] for k in ('last_days', 'all_days', 'rows')} == {'last_days': days[-32:], 'all_days': False, 'rows': len(days)}
     ingest(cfg, run_date='2024-05-31', source=src, progress=False)
     from_footer = src.requests[-1]
     assert from_footer[1] == pd.Timestamp(days[-5])
@@ -255,3 +256,30 @@ def test_intraday_bars_of_two_exchanges_go_to_one_part_and_keep_their_timezones(
         got = Store(tmp_path/'parts').read('bronze', '15m', t)
         assert str(got.date.dt.tz) == tz
         pd.testing.assert_frame_equal(got.drop(columns='fetched_at'), Store(tmp_path/'files').read('bronze', '15m', t).drop(columns='fetched_at'))
+
+
+def test_merging_many_tickers_at_once_gives_what_merging_each_alone_gives(tmp_path, monkeypatch):
+    "Daily merges into a part are done for all tickers at once from the footers' last rows; reports and bars equal the one-by-one merge, run after run."
+    import stock_nbs.ingest as ing
+    tickers = [f'T{i:02d}.NS' for i in range(12)] + ['AAPL', 'USDINR=X']
+    over = {'universe.tickers': ' '.join(tickers), 'source.kind': 'synthetic', 'source.start': '2023-01-02', 'source.overlap_sessions': '5',
+            'source.synthetic_faults': 'duplicate nan missing ohlc', 'source.synthetic_fault_rate': '0.05'}
+    roots = {'panel': tmp_path/'panel', 'alone': tmp_path/'alone'}
+    calls = []
+    real = ing._panel_rows
+    def counted(*a):
+        done, left = real(*a); calls.append(len(done)); return done, left
+    def alone(known, bars, tickers, start, end): return [], list(tickers)
+    reports = {}
+    for name, root in roots.items():
+        monkeypatch.setattr(ing, '_panel_rows', counted if name == 'panel' else alone)
+        days = ['2024-03-01', '2024-03-04', '2024-03-05', '2024-03-06']
+        for i, day in enumerate(days):  # a revising vendor: the second run's seed rewrites the overlap's values
+            s = load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(root), 'source.synthetic_seed': str(42 + (i == 1))})
+            reports[name, day] = ingest(s, run_date=day, progress=False)
+    assert sum(calls) > 30  # the panel path did the merges after the first run
+    for day in days: pd.testing.assert_frame_equal(reports['panel', day], reports['alone', day])
+    assert reports['panel', days[1]].values_changed.sum() > 0 and reports['panel', days[2]].rows_added.sum() > 0
+    for t in tickers:
+        a, b = Store(roots['panel']).read('bronze', '1d', t), Store(roots['alone']).read('bronze', '1d', t)
+        pd.testing.assert_frame_equal(a.drop(columns='fetched_at'), b.drop(columns='fetched_at'))
