@@ -217,12 +217,12 @@ def _day(dates:pd.Series) -> pd.Series:
 
 def convert_currency(df:pd.DataFrame, currency, fx:pd.DataFrame|None, counts:dict, base:str='INR', max_stale_days:int=4, fx_ticker:str='USDINR=X') -> pd.DataFrame:
     "Prices in `base` (`currency`: the ticker's, or each input row's); adds `currency` (native) and `fx_rate`; drops and counts bars with no fresh rate."
-    cur = np.asarray(currency, dtype=object) if np.ndim(currency) == 0 else np.asarray(currency, dtype=object)[df['_row'].to_numpy()]
-    df = df.assign(currency=np.broadcast_to(cur, (len(df),)), fx_rate=np.ones(len(df)))
-    foreign = np.broadcast_to(cur != base, (len(df),))
+    cur = np.broadcast_to(np.asarray(currency, dtype=object), (len(df),)) if np.ndim(currency) == 0 else np.asarray(currency, dtype=object)[df['_row'].to_numpy()]
+    df = df.assign(currency=cur, fx_rate=np.ones(len(df)))
+    foreign = cur != base
     if not foreign.any(): return df
-    if (np.broadcast_to(cur, (len(df),))[foreign] != 'USD').any() or fx is None or fx.empty:
-        raise CleanError(f"no {fx_ticker} rates to convert {', '.join(sorted(set(np.broadcast_to(cur, (len(df),))[foreign])))} prices to {base}; ingest {fx_ticker} with the other tickers")
+    if (cur[foreign] != 'USD').any() or fx is None or fx.empty:
+        raise CleanError(f"no {fx_ticker} rates to convert {', '.join(sorted(set(cur[foreign])))} prices to {base}; ingest {fx_ticker} with the other tickers")
     rate = fx.close.to_numpy(dtype=np.float64, na_value=np.nan)
     rate_day = _day(fx.date).to_numpy()[~np.isnan(rate)]; rate = rate[~np.isnan(rate)]
     o = np.argsort(rate_day, kind='stable'); rate_day, rate = rate_day[o], rate[o]

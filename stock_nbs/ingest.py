@@ -105,9 +105,9 @@ def bronze_footer(bars:pd.DataFrame) -> dict:
 def _laid_over(tail:pa.Table|None, rows:int|None, since:pd.Timestamp, part:pa.Table) -> tuple[pa.Table|None, int|None]:
     "A footer's last rows and row count with a part's rows laid over from `since` on; (None, None) when the rows do not reach back to `since`."
     if tail is None or rows is None: return None, None
-    d = tail['date'].to_numpy()
-    if len(d) < rows and not (len(d) and d[0] <= np.datetime64(since.tz_localize(None) if since.tz else since)): return None, None
-    keep = d < np.datetime64(since.tz_localize(None) if since.tz else since)
+    d, cut = tail['date'].to_numpy(), np.datetime64(since.tz_localize(None) if since.tz else since)
+    if len(d) < rows and not (len(d) and d[0] <= cut): return None, None
+    keep = d < cut
     return pa.concat_tables([tail.filter(pa.array(keep)), part.select(tail.schema.names).cast(tail.schema)]), rows - int((~keep).sum()) + part.num_rows
 
 def stored_state(store:Store, interval:str, ticker:str, overlap:int) -> tuple[pd.DatetimeIndex|None, pa.Table|None, int|None]:
