@@ -23,18 +23,24 @@ __all__ = ['log', 'LAST_DAYS', 'FETCH_CHUNK', 'REPORT_COLUMNS', 'PART_MAX_ROWS',
 log = logging.getLogger('stock_nbs.ingest')
 
 # %% ../nbs/03_ingest.ipynb #e0579048
+def _last_of_run(k:np.ndarray) -> np.ndarray:
+    "Rows whose key differs from the next row's (keys sorted): one row per key, the last one given."
+    return np.r_[k[1:] != k[:-1], True] if len(k) else np.zeros(0, bool)
+
 def _last_per_date(df:pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     "Dates and value matrix of `df` (sorted by date), one row per date: the last one given."
-    d = df['date'].to_numpy()
-    last = np.r_[d[1:] != d[:-1], True] if len(d) else np.zeros(0, bool)
-    return d[last], np.column_stack([df[c].to_numpy()[last] for c in VALUE_COLUMNS])
+    last = _last_of_run(df['date'].to_numpy())
+    return df['date'].to_numpy()[last], np.column_stack([df[c].to_numpy()[last] for c in VALUE_COLUMNS])
+
+def _differing_cells(a:np.ndarray, b:np.ndarray) -> np.ndarray:
+    "Per row, how many cells of two value matrices differ (NaN equals NaN)."
+    return (~((a == b) | (np.isnan(a) & np.isnan(b)))).sum(axis=1)
 
 def _changed_values(old:pd.DataFrame, new:pd.DataFrame) -> int:
     "Number of price/volume cells that differ between old and new bars on the dates both hold (both sorted by date)."
     # numpy on purpose: pandas 3 spends ~0.3 ms per column selection, which dominated an incremental day
     (do, vo), (dn, vn) = _last_per_date(old), _last_per_date(new)
-    a, b = vo[np.isin(do, dn)], vn[np.isin(dn, do)]
-    return int((~((a == b) | (np.isnan(a) & np.isnan(b)))).sum())
+    return int(_differing_cells(vo[np.isin(do, dn)], vn[np.isin(dn, do)]).sum())
 
 def merge_bars(stored:pd.DataFrame|None, fetched:pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     "Stored bars with fetched ones laid over them by date (fetched rows win); and counts of what changed."
@@ -65,12 +71,10 @@ def panel_merge(stored:pd.DataFrame, fetched:pd.DataFrame, codes_stored:np.ndarr
     order = np.argsort(np.r_[ks[gone], kf], kind='stable')  # by ticker and date; a date's fetched rows keep their order
     codes = np.r_[codes_stored[gone], codes_fetched][order]
     new = np.unique(kf[~np.isin(kf, ks)])
-    def last(k): return np.r_[k[1:] != k[:-1], True] if len(k) else np.zeros(0, bool)  # one row per date: the last given
-    ls, lf = last(ks), last(kf)
+    ls, lf = _last_of_run(ks), _last_of_run(kf)  # one row per (ticker, date): the last given
     _, i, j = np.intersect1d(ks[ls], kf[lf], assume_unique=True, return_indices=True)
-    a = np.column_stack([stored[c].to_numpy(np.float64)[ls][i] for c in VALUE_COLUMNS])
-    b = np.column_stack([fetched[c].to_numpy(np.float64)[lf][j] for c in VALUE_COLUMNS])
-    diff = (~((a == b) | (np.isnan(a) & np.isnan(b)))).sum(axis=1)
+    diff = _differing_cells(np.column_stack([stored[c].to_numpy(np.float64)[ls][i] for c in VALUE_COLUMNS]),
+                            np.column_stack([fetched[c].to_numpy(np.float64)[lf][j] for c in VALUE_COLUMNS]))
     return merged.take(order).reset_index(drop=True), codes, dict(rows_added=np.bincount(new // (len(all_dates) + 1), minlength=n),
                                                                  values_changed=np.bincount(codes_fetched[lf][j], weights=diff, minlength=n).astype(int))
 
