@@ -249,12 +249,12 @@ def _clean(df:pd.DataFrame, rules, counts:dict, fx_rows, currency, fx:pd.DataFra
     df = handle_outliers(df, rules['outliers'], rules['outlier_rules'], k, counts, rules['outlier_window'], judge=judge)
     return convert_currency(df, currency, fx, counts, base, rules['fx_max_staleness_days'], fx_ticker)
 
-def clean_bars(bronze:pd.DataFrame, ticker:str, rules, fx:pd.DataFrame|None=None, base:str='INR', fx_ticker:str='USDINR=X') -> tuple[pd.DataFrame, dict]:
-    "Silver bars of one ticker from its bronze bars under the `[clean]` settings `rules`; and the counts."
-    counts = {'rows_in': len(bronze)}
+def clean_bars(bronze:pd.DataFrame, ticker:str, rules, fx:pd.DataFrame|None=None, base:str='INR', fx_ticker:str='USDINR=X', hits:RowHits|None=None) -> tuple[pd.DataFrame, dict]:
+    "Silver bars of one ticker from its bronze bars under the `[clean]` settings `rules`; and the counts. `hits`: filled with the rows each rule hit (positions in date order)."
     df = with_flags(bronze if bronze.date.is_monotonic_increasing else bronze.sort_values('date', kind='stable'))
-    df = _clean(df, rules, counts, is_fx(ticker), market_of(ticker).currency, fx, base, fx_ticker)
-    counts['rows_out'] = len(df)
+    tally = RowHits() if hits is None else hits
+    df = _clean(df, rules, tally, is_fx(ticker), market_of(ticker).currency, fx, base, fx_ticker)
+    counts = {'rows_in': len(bronze), **{k: len(v) for k, v in tally.items()}, 'rows_out': len(df)}
     return pd.DataFrame({c: df[c].array for c in SILVER_COLUMNS}), counts
 
 def clean_panel(bronze:pd.DataFrame, rules, fx:pd.DataFrame|None=None, base:str='INR', fx_ticker:str='USDINR=X', judge:np.ndarray|None=None) -> tuple[pd.DataFrame, RowHits, dict]:
