@@ -13,16 +13,18 @@ import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers
 from .ingest import ingest, check_run_date
-from .store import Store, atomic_write, dataset_table
+from .store import Store, atomic_write, dataset_table, META_KEY
 from .workers import TickerPool
-from .clean import clean_bars
+from .clean import clean_bars, RowHits
+from .incremental import KeptWindows, ticker_window, kept_windows, combine, kept_rows, hit_bits
 from .features import compute_features
 from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
 from .quality import first_future_day, ohlc_problems, ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, gap_steps, output_gate, _dates_text
 
 # %% auto #0
-__all__ = ['log', 'TransformResult', 'TickerResult', 'quality_settings', 'GateTally', 'transform', 'setup_logging', 'drift_stage',
-           'failure_share_problem', 'RunFailed', 'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
+__all__ = ['log', 'KEPT_FILES', 'TransformResult', 'TickerResult', 'quality_settings', 'GateTally', 'load_windows', 'parts_after',
+           'save_windows', 'transform', 'setup_logging', 'drift_stage', 'failure_share_problem', 'RunFailed',
+           'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #dc1e0022
 log = logging.getLogger('stock_nbs.pipeline')
@@ -48,6 +50,7 @@ class TickerResult:
     gaps: pd.Series|None = None  # overnight log gaps by date (daily only)
     counts: dict = field(default_factory=dict)  # clean counts, and gold_rows
     seconds: dict = field(default_factory=dict)  # read, clean, features, write, quality
+    window: dict|None = None  # what the incremental pass keeps of it (`ticker_window`; daily only)
 
 def quality_settings(settings:Settings, interval:str) -> dict:
     "The `[quality]` settings for an interval: intraday volume swings with the time of day, so no volume-step rule there."
@@ -58,8 +61,10 @@ def _one_ticker(store:Store, settings:Settings, interval:str, ticker:str, fx:pd.
     t0 = time.perf_counter()
     bronze = store.read('bronze', interval, ticker)
     if bronze is None or bronze.empty: raise StockNbsError(f"{ticker}: no bronze bars under {store.root/'bronze'/interval}; run `stock-nbs ingest` first")
+    if not bronze.date.is_monotonic_increasing: bronze = bronze.sort_values('date', kind='stable', ignore_index=True)  # the order the rules see
     t1 = time.perf_counter()
-    silver, counts = clean_bars(bronze, ticker, settings.clean, fx, settings.universe.base_currency, settings.universe.fx_ticker)
+    hits = RowHits()
+    silver, counts = clean_bars(bronze, ticker, settings.clean, fx, settings.universe.base_currency, settings.universe.fx_ticker, hits)
     if silver.empty: raise StockNbsError(f"{ticker}: every bar was dropped by the silver rules ({counts})")
     t2 = time.perf_counter()
     gold = compute_features(silver, ticker, settings.features)
@@ -71,8 +76,10 @@ def _one_ticker(store:Store, settings:Settings, interval:str, ticker:str, fx:pd.
     counts['gold_rows'] = len(gold)
     facts = ticker_facts(silver, ticker, quality_settings(settings, interval), counts, today, missing_sessions(silver.date, market_of(ticker).calendar))
     gaps = overnight_gaps(silver) if interval == '1d' else None
+    t5 = time.perf_counter()
+    window = ticker_window(ticker, bronze, hit_bits(hits, len(bronze)), silver, gold, settings.features, kept_rows(settings.clean)) if interval == '1d' else None
     return TickerResult(ticker, '', dataset_table(table, interval), facts, gaps, counts,
-                        dict(read=t1 - t0, clean=t2 - t1, features=t3 - t2, write=t4 - t3, quality=time.perf_counter() - t4))
+                        dict(read=t1 - t0, clean=t2 - t1, features=t3 - t2, write=t4 - t3, quality=t5 - t4, window=time.perf_counter() - t5), window)
 
 def _ticker_task(args) -> TickerResult:
     "`_one_ticker` for a worker: never raises; a failure comes back as the result's error."
@@ -129,7 +136,47 @@ class GateTally:
         rows = pa.concat_tables(self.suspect).to_pandas() if self.suspect else pd.DataFrame(columns=[c for c in ('date', 'open', 'high', 'low', 'close') if c in self.columns])
         return output_gate(rows, min_rows, today=self.today, columns=self.columns, rows=self.rows)
 
-# %% ../nbs/09_pipeline.ipynb #c63d276a
+# %% ../nbs/09_pipeline.ipynb #d964e65c
+KEPT_FILES = ('tickers', 'bronze', 'silver')
+
+def _kept_fingerprint(settings:Settings) -> str:
+    "The settings silver and gold depend on, as text: windows kept under other settings are never continued."
+    return json.dumps(dict(clean=settings.clean, features=settings.features, base=settings.universe.base_currency, fx=settings.universe.fx_ticker), sort_keys=True, default=str)
+
+def load_windows(store:Store, settings:Settings, interval:str) -> KeptWindows|None:
+    "The kept windows of `interval`, or None when there are none, they were kept under other settings, or a write was interrupted."
+    folder = store.root/'kept'/interval
+    try: tables = [pq.read_table(folder/f'{k}.parquet') for k in KEPT_FILES]
+    except (OSError, pa.ArrowException): return None
+    metas = [json.loads((t.schema.metadata or {}).get(b'stock_nbs.kept', b'{}')) for t in tables]
+    if len({m.get('token') for m in metas}) != 1 or metas[0].get('settings') != _kept_fingerprint(settings): return None
+    return KeptWindows(*(t.replace_schema_metadata(None).to_pandas() for t in tables))
+
+def parts_after(store:Store, interval:str, seq:int) -> list:
+    "The bronze parts written after part `seq`, oldest first, as `advance` takes them: (since: ticker -> date, rows with `ticker`)."
+    out = []
+    for n, path in store.parts('bronze', interval):
+        if n <= seq: continue
+        t = pq.read_table(path)
+        out.append(({k: pd.Timestamp(v) for k, v in json.loads(t.schema.metadata[META_KEY])['since'].items()}, t.replace_schema_metadata(None).to_pandas()))
+    return out
+
+def save_windows(store:Store, settings:Settings, interval:str, done:dict):
+    "Keep the windows of a pass's tickers (`TickerResult`s by ticker) over the ones kept before; a ticker without one (failed, short history) loses its old one."
+    new = kept_windows([r.window for r in done.values()])
+    if len(new):
+        paths = [store.path('bronze', interval, t) for t in new.tickers.ticker]
+        stat = [p.stat() if p.exists() else None for p in paths]
+        parts = store.parts('bronze', interval)
+        new.tickers = new.tickers.assign(bronze_size=[x.st_size if x else -1 for x in stat], bronze_mtime=[x.st_mtime_ns if x else -1 for x in stat],
+                                         parts_seq=parts[-1][0] if parts else 0)
+    old = load_windows(store, settings, interval)
+    kept = new if old is None else combine(old, new, drop=[t for t, r in done.items() if r.window is None])
+    meta = {b'stock_nbs.kept': json.dumps(dict(token=uuid.uuid4().hex, settings=_kept_fingerprint(settings)))}
+    for k in KEPT_FILES:
+        store._write_table(pa.Table.from_pandas(getattr(kept, k), preserve_index=False).replace_schema_metadata(meta), store.root/'kept'/interval/f'{k}.parquet')
+
+# %% ../nbs/09_pipeline.ipynb #7751d8d6
 def _store_quality(store:Store, interval:str, rep:pd.DataFrame, summary:dict) -> Path:
     "Write the per-ticker report (Parquet) and the summary (JSON) atomically; the folder."
     folder = store.root/'quality'/interval
@@ -180,10 +227,12 @@ def transform(settings:Settings, tickers=None, interval:str|None=None, progress:
         summary['gate'] = gate = tally.failures(settings.quality['min_rows']) if dataset else ['no ticker produced gold rows']
         timings['gate'] = time.perf_counter() - t0
         if len(rep): _store_quality(store, interval, rep, summary)
+        if interval == '1d':
+            t0 = time.perf_counter(); save_windows(store, settings, interval, done); timings['windows'] = time.perf_counter() - t0
         store.flush()  # silver, gold, dataset and reports were written without a flush each
     return TransformResult(pd.DataFrame(rows), rep, summary, gate, dataset, {k: round(v, 3) for k, v in timings.items()})
 
-# %% ../nbs/09_pipeline.ipynb #008d8189
+# %% ../nbs/09_pipeline.ipynb #5bf140d1
 def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     "Log to stderr (warnings, or info with `verbose`) and to a rotating `<data_dir>/logs/pipeline.log`; the log path."
     Store(settings.data_dir).ensure_writable()
@@ -198,7 +247,7 @@ def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     root.setLevel(logging.DEBUG); root.propagate = False
     return path
 
-# %% ../nbs/09_pipeline.ipynb #5bf140d1
+# %% ../nbs/09_pipeline.ipynb #6a9181ab
 def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir:Path|None=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     "Drift tests, per-ticker rollup and summary of one run; writes alerts, latest tests and the report."
     d, store = settings.drift, Store(settings.data_dir)
@@ -238,7 +287,7 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     if len(alerts) and d['hook']: summary['hook'] = run_hook(d['hook'], {k: summary[k] for k in ('status', 'drifted', 'retrain', 'watch', 'alerts')} | dict(run_id=run_id, interval=interval))
     return tests, roll, summary
 
-# %% ../nbs/09_pipeline.ipynb #6a9181ab
+# %% ../nbs/09_pipeline.ipynb #2a0c67af
 def failure_share_problem(statuses:pd.Series, limit:float) -> str|None:
     "The message when more than `limit` of the tickers failed, else None (the one rule ingest, transform and run share)."
     share = float((statuses == 'failed').mean()) if len(statuses) else 0.0
@@ -261,7 +310,7 @@ def code_version() -> dict:
     libs = {n: md.version(n) for n in ('pandas', 'numpy', 'pyarrow', 'ta-lib', 'yfinance', 'exchange_calendars')}
     return dict(stock_nbs=stock_nbs.__version__, git=git.stdout.strip() if git and git.returncode == 0 else None, python=platform.python_version(), **libs)
 
-# %% ../nbs/09_pipeline.ipynb #91b2b3a2
+# %% ../nbs/09_pipeline.ipynb #660d955f
 class DailyRun:
     "One pipeline run, stage by stage, holding the data root's lock until `finish`."
     def __init__(self, settings:Settings, run_date, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None):
@@ -277,7 +326,7 @@ class DailyRun:
         self.sync_summary = {'status': 'not requested'}
         self._stack = ExitStack()
 
-# %% ../nbs/09_pipeline.ipynb #2a0c67af
+# %% ../nbs/09_pipeline.ipynb #d0f54cdc
 def _open(self:DailyRun) -> DailyRun:
     "Create the run folder, attach the run's log and take the data root's lock."
     store = Store(self.settings.data_dir, self.settings.storage.fsync).ensure_writable()
@@ -298,7 +347,7 @@ def _timed(self:DailyRun, stage:str, fn, *args, **kw):
     finally: self.timings[stage] = round(time.perf_counter() - t0, 3)
 DailyRun.open, DailyRun._timed = _open, _timed
 
-# %% ../nbs/09_pipeline.ipynb #660d955f
+# %% ../nbs/09_pipeline.ipynb #9844a6f2
 def _run_ingest(self:DailyRun, progress=None) -> pd.DataFrame:
     "Stage 1: fetch new bars into bronze (and the daily FX series an intraday run's USD tickers need)."
     s, fx = self.settings, self.settings.universe.fx_ticker
@@ -331,7 +380,7 @@ def _run_sync(self:DailyRun) -> dict:
     return self.sync_summary
 DailyRun.ingest, DailyRun.transform, DailyRun.drift, DailyRun.sync = _run_ingest, _run_transform, _run_drift, _run_sync
 
-# %% ../nbs/09_pipeline.ipynb #9844a6f2
+# %% ../nbs/09_pipeline.ipynb #ade63e94
 def _ticker_status(self:DailyRun) -> pd.DataFrame:
     "One row per ticker: status, errors by stage, rows per layer, bars added, quality score."
     df = pd.DataFrame({'ticker': self.tickers})
@@ -349,7 +398,7 @@ def _ticker_status(self:DailyRun) -> pd.DataFrame:
     return df
 DailyRun.ticker_status = _ticker_status
 
-# %% ../nbs/09_pipeline.ipynb #1615ae0d
+# %% ../nbs/09_pipeline.ipynb #3fa284d9
 def _status(self:DailyRun) -> tuple[str, list]:
     "Run status (ok, degraded or failed) and the reasons for it."
     t = self.ticker_status()
@@ -378,7 +427,7 @@ def _manifest(self:DailyRun) -> dict:
                 artifacts=dict(folder=str(self.folder), log=str(self.folder/'run.log'), dataset=str(self.result.dataset) if self.result and self.result.dataset else None))
 DailyRun.status, DailyRun.manifest = _status, _manifest
 
-# %% ../nbs/09_pipeline.ipynb #ade63e94
+# %% ../nbs/09_pipeline.ipynb #6c9f5f49
 def _finish(self:DailyRun) -> dict:
     "Write `manifest.json`, release the lock and the run log, prune old runs; the manifest."
     m = self.manifest()
@@ -402,7 +451,7 @@ def prune_runs(settings:Settings):
         shutil.rmtree(old, ignore_errors=True)
         for r in reports.glob(f'{old.name}*.html'): r.unlink(missing_ok=True)
 
-# %% ../nbs/09_pipeline.ipynb #6c9f5f49
+# %% ../nbs/09_pipeline.ipynb #4cc4c73c
 def start_run(settings_path=None, run_date=None, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None) -> DailyRun:
     "Load settings (papermill parameters override them), validate the parameters, open the run."
     settings = load_settings(settings_path, {'source.kind': source, 'source.interval': interval})
