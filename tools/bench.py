@@ -202,6 +202,8 @@ def main():
               f"core indicators of the day's bar, {big} tickers, one process: recomputed over each whole series {u.get('features_recompute_s', float('nan')):.2f} s, "
               f"folded onto the kept state one ticker at a time {u.get('features_fold_one_bar_s', float('nan')):.2f} s, all tickers as one matrix (`panel_fold`) "
               f"{u.get('features_panel_fold_one_bar_s', float('nan')):.3f} s; equal bit for bit: {u.get('features_fold_equals_recompute')}",
+              f"the day's silver and gold of every ticker from the windows the rebuild kept (`advance`, not yet called by transform): {u.get('advance', float('nan')):.1f} s "
+              f"(+{u.get('advance_read_windows', float('nan')):.1f} s reading them), {u.get('advance_left', 'n/a')} tickers handed back, equal to the day's full pass for every ticker: {u.get('advance_equals_full_pass')}",
               *([f"full rebuild {big} tickers x 1 year: {res[f'universe_{big}_1y']['full_total']:.1f} s (x 10 years: {u['full_total']:.1f} s)"] if f'universe_{big}_1y' in res else []),
               f"load_features all tickers x one month: {res['load_features']['all_tickers_one_month_ms']:.0f} ms",
               f"sync: {json.dumps(res.get('sync'), default=float)}", f"daily run: {json.dumps(res['daily_run'], default=float)}"]
