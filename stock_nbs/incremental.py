@@ -12,8 +12,8 @@ from .features import indicator_fold, panel_fold, gold_frame, core_names, _windo
 
 # %% auto #0
 __all__ = ['HIT_RULES', 'HIT_KEYS', 'SMOOTHINGS', 'JUDGE_BEFORE', 'OUTPUT_BEFORE', 'SETTLED', 'hit_bits', 'bit_counts',
-           'clean_counts', 'kept_rows', 'ticker_window', 'KeptWindows', 'kept_windows', 'combine', 'Advanced',
-           'advance']
+           'clean_counts', 'kept_rows', 'ticker_window', 'KeptWindows', 'kept_windows', 'without', 'combine',
+           'Advanced', 'advance']
 
 # %% ../nbs/09a_incremental.ipynb #a4d041fe
 HIT_RULES = ['duplicates', 'nulls', 'nonpositive', 'spikes', 'ohlc', 'placeholder', 'zero_volume', 'outliers', 'fx_stale']
@@ -87,6 +87,11 @@ def kept_windows(entries:list) -> KeptWindows:
                             **{k: [e[k] for e in entries] for k in ('rows_before', 'silver_before')},
                             **dict(zip(HIT_KEYS, np.array([e['hits_before'] for e in entries], np.int64).reshape(-1, len(HIT_KEYS)).T))})
     return KeptWindows(tickers, _long(entries, 'bronze', [*BAR_FIELDS, 'hits']), _long(entries, 'silver', SILVER_COLUMNS))
+
+def without(kept:KeptWindows, drop) -> KeptWindows:
+    "`kept` without the tickers in `drop` (no concat: an empty frame's dtypes would cast the dates of every row)."
+    def keep(a): return a[~a.ticker.isin(list(drop))].reset_index(drop=True)
+    return KeptWindows(keep(kept.tickers), keep(kept.bronze), keep(kept.silver))
 
 def combine(old:KeptWindows, new:KeptWindows, drop=()) -> KeptWindows:
     "`old` with the tickers of `new` replaced or added, and the tickers in `drop` removed."
@@ -163,7 +168,7 @@ def _at(x:np.ndarray, i:np.ndarray) -> np.ndarray:
 
 def _unchanged(kept:KeptWindows, left:dict) -> Advanced:
     "The result of a day no kept window can take."
-    return Advanced(pd.DataFrame(columns=['ticker', *SILVER_COLUMNS]), pd.DataFrame(), {}, combine(kept, kept_windows([]), drop=list(left)), {}, left)
+    return Advanced(pd.DataFrame(columns=['ticker', *SILVER_COLUMNS]), pd.DataFrame(), {}, without(kept, left), {}, left)
 
 def advance(kept:KeptWindows, parts:list, rules, f, fx:pd.DataFrame|None=None, base:str='INR', fx_ticker:str='USDINR=X') -> Advanced:
     "Silver and gold of the tickers in `parts` ((since: ticker -> date, rows with `ticker`), oldest first) from their kept windows, and the windows after them."
