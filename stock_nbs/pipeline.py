@@ -13,7 +13,7 @@ import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers
 from .ingest import ingest, check_run_date
-from .store import Store, atomic_write, dataset_table, META_KEY
+from .store import Store, atomic_write, dataset_table
 from .workers import TickerPool
 from .clean import clean_bars, RowHits
 from .incremental import KeptWindows, ticker_window, kept_windows, combine, kept_rows, hit_bits
@@ -22,7 +22,7 @@ from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_base
 from .quality import first_future_day, ohlc_problems, ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, gap_steps, output_gate, _dates_text
 
 # %% auto #0
-__all__ = ['log', 'KEPT_FILES', 'TransformResult', 'TickerResult', 'quality_settings', 'GateTally', 'load_windows', 'parts_after',
+__all__ = ['log', 'KEPT_FILES', 'TransformResult', 'TickerResult', 'quality_settings', 'GateTally', 'load_windows',
            'save_windows', 'transform', 'setup_logging', 'drift_stage', 'failure_share_problem', 'RunFailed',
            'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
@@ -151,15 +151,6 @@ def load_windows(store:Store, settings:Settings, interval:str) -> KeptWindows|No
     metas = [json.loads((t.schema.metadata or {}).get(b'stock_nbs.kept', b'{}')) for t in tables]
     if len({m.get('token') for m in metas}) != 1 or metas[0].get('settings') != _kept_fingerprint(settings): return None
     return KeptWindows(*(t.replace_schema_metadata(None).to_pandas() for t in tables))
-
-def parts_after(store:Store, interval:str, seq:int) -> list:
-    "The bronze parts written after part `seq`, oldest first, as `advance` takes them: (since: ticker -> date, rows with `ticker`)."
-    out = []
-    for n, path in store.parts('bronze', interval):
-        if n <= seq: continue
-        t = pq.read_table(path)
-        out.append(({k: pd.Timestamp(v) for k, v in json.loads(t.schema.metadata[META_KEY])['since'].items()}, t.replace_schema_metadata(None).to_pandas()))
-    return out
 
 def save_windows(store:Store, settings:Settings, interval:str, done:dict):
     "Keep the windows of a pass's tickers (`TickerResult`s by ticker) over the ones kept before; a ticker without one (failed, short history) loses its old one."

@@ -144,20 +144,29 @@ def _part_index(self:Store, layer:str, interval:str) -> dict:
     if key in _PART_CACHE and _PART_CACHE[key][0] == seen: return _PART_CACHE[key][1]
     index = {}
     for seq, p in parts:
-        try:
-            table = _read_file(p)
-            since = json.loads(table.schema.metadata[META_KEY])['since']
-        except (OSError, pa.ArrowException, ValueError, KeyError, TypeError) as e:
-            raise StoreError(f"part {p} is unreadable ({e}); move it aside and re-run: the next ingest fetches its days again") from None
+        since, table = _read_part(p)
         tick = table['ticker'].to_numpy(zero_copy_only=False)  # rows are sorted by ticker
         cuts = np.flatnonzero(np.r_[True, tick[1:] != tick[:-1]]) if len(tick) else np.zeros(0, int)
         slices = {tick[a]: (a, b) for a, b in zip(cuts, np.r_[cuts[1:], len(tick)])}
-        rows = table.drop_columns(['ticker']).replace_schema_metadata(None)
+        rows = table.drop_columns(['ticker'])
         for t, start in since.items():
             a, b = slices.get(t, (0, 0))
-            index.setdefault(t, []).append((seq, pd.Timestamp(start), rows.slice(a, b - a)))
+            index.setdefault(t, []).append((seq, start, rows.slice(a, b - a)))
     _PART_CACHE[key] = (seen, index)
     return index
+
+def _read_part(path:Path) -> tuple[dict, pa.Table]:
+    "One part: (ticker -> the first date its rows replace, its rows with `ticker`); a `StoreError` naming the file when it is unreadable."
+    try:
+        table = _read_file(path)
+        since = json.loads(table.schema.metadata[META_KEY])['since']
+    except (OSError, pa.ArrowException, ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"part {path} is unreadable ({e}); move it aside and re-run: the next ingest fetches its days again") from None
+    return {t: pd.Timestamp(d) for t, d in since.items()}, table.replace_schema_metadata(None)
+
+def _read_parts(self:Store, layer:str, interval:str, after:int=0) -> list[tuple[dict, pd.DataFrame]]:
+    "The parts after part `after`, oldest first, each as (ticker -> the first date its rows replace, its rows with `ticker`): many tickers' new rows in one frame."
+    return [(since, table.to_pandas()) for since, table in (_read_part(p) for seq, p in self.parts(layer, interval) if seq > after)]
 
 def _overlay(table:pa.Table|None, pieces) -> pa.Table|None:
     "A ticker's table with each piece's rows replacing its rows from the piece's date on."
@@ -202,7 +211,7 @@ def _drop_parts(self:Store, layer:str, interval:str, upto:int) -> int:
         except OSError as e:  # harmless: the files' footers say they hold it, so readers skip it
             log.warning("part %s could not be deleted (%s); its rows are in the tickers' files already: delete it when you can", p, e.strerror or e)
     return len(gone)
-Store.parts, Store._part_index, Store.append, Store.pending, Store.pending_tickers, Store.drop_parts = _parts, _part_index, _append, _pending, _pending_tickers, _drop_parts
+Store.parts, Store._part_index, Store.read_parts, Store.append, Store.pending, Store.pending_tickers, Store.drop_parts = _parts, _part_index, _read_parts, _append, _pending, _pending_tickers, _drop_parts
 
 # %% ../nbs/02_store.ipynb #a2632a31
 def _ensure_writable(self:Store) -> Store:

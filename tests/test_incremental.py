@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from stock_nbs.config import load_settings
 from stock_nbs.ingest import ingest
-from stock_nbs.pipeline import transform, load_windows, parts_after, _fx_silver
+from stock_nbs.pipeline import transform, load_windows, _fx_silver
 from stock_nbs.incremental import advance
 from stock_nbs.store import Store
 
@@ -44,7 +44,7 @@ def test_advancing_the_kept_windows_by_the_next_days_parts_gives_the_full_pass(s
     st = Store(s.data_dir)
     for day in ('2024-06-17', '2024-06-18'):
         ingest(s, run_date=day, progress=False)
-        parts = parts_after(st, '1d', kept.tickers.parts_seq.max())
+        parts = st.read_parts('bronze', '1d', after=kept.tickers.parts_seq.max())
         assert len(parts) >= 1 and set(parts[-1][0]) == set(TICKERS.split())
         adv = advance(kept, parts[-1:], s.clean, s.features, _fx_silver(st, s, '1d'), s.universe.base_currency, s.universe.fx_ticker)
         res = transform(s, progress=False, today=day)

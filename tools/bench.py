@@ -55,23 +55,22 @@ def one(n, root, incremental, years=10):
 def advance_bench(s, kept_dir):
     "Silver and gold of the day for every ticker from the windows the rebuild kept and the day's bronze part (`advance`): its time, and whether it equals the full pass for every ticker."
     from stock_nbs.store import Store
-    from stock_nbs.pipeline import parts_after, _fx_silver
+    from stock_nbs.pipeline import _fx_silver
     from stock_nbs.incremental import advance, KeptWindows
     import pyarrow.parquet as pq
     st = Store(s.data_dir)
     t0 = time.perf_counter()
     kept = KeptWindows(*(pq.read_table(Path(kept_dir)/f'{k}.parquet').to_pandas() for k in ('tickers', 'bronze', 'silver')))
     t1 = time.perf_counter()
-    parts = parts_after(st, '1d', kept.tickers.parts_seq.max())
+    parts = st.read_parts('bronze', '1d', after=kept.tickers.parts_seq.max())
     fx = _fx_silver(st, s, '1d')
     t2 = time.perf_counter()
     adv = advance(kept, parts, s.clean, s.features, fx, s.universe.base_currency, s.universe.fx_ticker)
     t3 = time.perf_counter()
-    equal = len(adv.left) == 0 and len(adv.since) == len(s.universe.tickers)
-    for t, since in adv.since.items():  # the day's transform just did the full pass: its gold files are the reference
+    def same(t, since):  # the day's transform just did the full pass: its gold files are the reference
         g = st.read('gold', '1d', t)
-        if not equal: break
-        equal = adv.gold[adv.gold.ticker == t].reset_index(drop=True).equals(g[g.date >= since].reset_index(drop=True))
+        return adv.gold[adv.gold.ticker == t].reset_index(drop=True).equals(g[g.date >= since].reset_index(drop=True))
+    equal = not adv.left and len(adv.since) == len(s.universe.tickers) and all(same(t, since) for t, since in adv.since.items())
     return dict(advance_read_windows=t1 - t0, advance_read_part=t2 - t1, advance=t3 - t2, advance_left=len(adv.left),
                 advance_gold_rows=len(adv.gold), advance_equals_full_pass=bool(equal))
 
