@@ -12,8 +12,8 @@ from .features import indicator_fold, panel_fold, gold_frame, core_names, _windo
 
 # %% auto #0
 __all__ = ['HIT_RULES', 'HIT_KEYS', 'SMOOTHINGS', 'JUDGE_BEFORE', 'OUTPUT_BEFORE', 'SETTLED', 'hit_bits', 'bit_counts',
-           'clean_counts', 'kept_rows', 'ticker_window', 'KeptWindows', 'kept_windows', 'without', 'combine',
-           'Advanced', 'advance']
+           'clean_counts', 'kept_rows', 'ticker_window', 'KeptWindows', 'kept_windows', 'window_counts', 'without',
+           'combine', 'Advanced', 'advance']
 
 # %% ../nbs/09a_incremental.ipynb #a4d041fe
 HIT_RULES = ['duplicates', 'nulls', 'nonpositive', 'spikes', 'ohlc', 'placeholder', 'zero_volume', 'outliers', 'fx_stale']
@@ -59,7 +59,7 @@ def ticker_window(ticker:str, bronze:pd.DataFrame, bits:np.ndarray, silver:pd.Da
     _, state = indicator_fold(silver[f['price']].to_numpy(dtype=np.float64, na_value=np.nan)[:cs], f)
     warm = gold['is_warmup'].to_numpy()[gold['date'].to_numpy() >= cut]
     if state['smooth'] is None or len(state['tail']) != _window(f) or len(warm) != len(silver) - cs or warm.any(): return None
-    return dict(ticker=ticker, cut=cut, tail=np.asarray(state['tail']), smooth=state['smooth'], rows_before=cb, silver_before=cs, hits_before=bit_counts(bits[:cb])[0],
+    return dict(ticker=ticker, cut=cut, tail=np.asarray(state['tail']), smooth=state['smooth'], rows_before=cb, silver_before=cs, gold_before=int(np.searchsorted(gold['date'].to_numpy(), cut)), hits_before=bit_counts(bits[:cb])[0],
                 bronze=_columns(bronze, BAR_FIELDS, slice(cb, None)) | {'hits': bits[cb:]}, silver=_columns(silver, SILVER_COLUMNS, slice(cs, None)))
 
 # %% ../nbs/09a_incremental.ipynb #7e36e114
@@ -84,9 +84,18 @@ def kept_windows(entries:list) -> KeptWindows:
     smooth = sorted(entries[0]['smooth']) if entries else []
     tickers = pd.DataFrame({'ticker': [e['ticker'] for e in entries], 'cut': pd.to_datetime([e['cut'] for e in entries]),
                             'tail': [e['tail'] for e in entries], **{k: [e['smooth'][k] for e in entries] for k in smooth},
-                            **{k: [e[k] for e in entries] for k in ('rows_before', 'silver_before')},
+                            **{k: [e[k] for e in entries] for k in ('rows_before', 'silver_before', 'gold_before')},
                             **dict(zip(HIT_KEYS, np.array([e['hits_before'] for e in entries], np.int64).reshape(-1, len(HIT_KEYS)).T))})
     return KeptWindows(tickers, _long(entries, 'bronze', [*BAR_FIELDS, 'hits']), _long(entries, 'silver', SILVER_COLUMNS))
+
+def window_counts(kept:KeptWindows) -> dict:
+    "Each kept ticker's clean counts over its whole history, as `clean_bars` gives them, and its `gold_rows`: the totals before its window plus its window's rows."
+    t, n = kept.tickers, len(kept.tickers)
+    bc, sc = (pd.Index(t['ticker']).get_indexer(k['ticker']) for k in (kept.bronze, kept.silver))
+    hits = t[HIT_KEYS].to_numpy() + bit_counts(kept.bronze['hits'].to_numpy(np.uint32), bc, n)
+    rows_in, silver = t['rows_before'].to_numpy() + np.bincount(bc, minlength=n), np.bincount(sc, minlength=n)
+    rows_out, gold = t['silver_before'].to_numpy() + silver, t['gold_before'].to_numpy() + silver
+    return {name: clean_counts(rows_in[i], hits[i], rows_out[i]) | {'gold_rows': int(gold[i])} for i, name in enumerate(t['ticker'])}
 
 def without(kept:KeptWindows, drop) -> KeptWindows:
     "`kept` without the tickers in `drop` (no concat: an empty frame's dtypes would cast the dates of every row)."
@@ -225,7 +234,9 @@ def advance(kept:KeptWindows, parts:list, rules, f, fx:pd.DataFrame|None=None, b
                           **{k: [states[i]['smooth'][k] for i in idx] for k in SMOOTHINGS},
                           'rows_before': kt['rows_before'].to_numpy()[ok] + np.bincount(c[gone], minlength=len(names))[ok],
                           'silver_before': kt['silver_before'].to_numpy()[ok] + (new_cut - s0)[ok],
+                          'gold_before': kt['gold_before'].to_numpy()[ok] + (new_cut - s0)[ok],  # the window's silver rows are all gold rows (warm)
                           **dict(zip(HIT_KEYS, (before + bit_counts(bits[gone], c[gone], len(names)))[ok].T))})
+    moved = moved.assign(**{col: kt[col].to_numpy()[ok] for col in kt.columns if col not in moved})  # what a caller keeps beside a window goes with it
     moved_bronze = pd.DataFrame({'ticker': names[c[stay]], **{col: bronze[col].to_numpy()[stay] for col in BAR_FIELDS}, 'hits': bits[stay]})
     total = before + bit_counts(bits, c, len(names))
     rows_in, rows_out = kt['rows_before'].to_numpy() + b1 - b0, kt['silver_before'].to_numpy() + s1 - s0

@@ -16,15 +16,16 @@ from .ingest import ingest, check_run_date
 from .store import Store, atomic_write, dataset_table
 from .workers import TickerPool
 from .clean import clean_bars, RowHits
-from .incremental import KeptWindows, ticker_window, kept_windows, combine, kept_rows, hit_bits
+from .incremental import KeptWindows, Advanced, ticker_window, kept_windows, combine, without, kept_rows, hit_bits, advance, window_counts
 from .features import compute_features
 from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
 from .quality import first_future_day, ohlc_problems, ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, gap_steps, output_gate, _dates_text
 
 # %% auto #0
-__all__ = ['log', 'KEPT_FILES', 'TransformResult', 'TickerResult', 'quality_settings', 'GateTally', 'load_windows',
-           'save_windows', 'transform', 'setup_logging', 'drift_stage', 'failure_share_problem', 'RunFailed',
-           'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
+__all__ = ['log', 'KEPT_FILES', 'KEPT_VERSION', 'FULL_PASS_SHARE', 'FULL_PASS_FEW', 'WHOLE_HISTORY', 'TransformResult',
+           'TickerResult', 'quality_settings', 'GateTally', 'load_windows', 'save_windows', 'DayPlan', 'plan_day',
+           'transform', 'setup_logging', 'drift_stage', 'failure_share_problem', 'RunFailed', 'new_run_id',
+           'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #dc1e0022
 log = logging.getLogger('stock_nbs.pipeline')
@@ -81,10 +82,19 @@ def _one_ticker(store:Store, settings:Settings, interval:str, ticker:str, fx:pd.
     return TickerResult(ticker, '', dataset_table(table, interval), facts, gaps, counts,
                         dict(read=t1 - t0, clean=t2 - t1, features=t3 - t2, write=t4 - t3, quality=t5 - t4, window=time.perf_counter() - t5), window)
 
+def _continued_ticker(store:Store, settings:Settings, interval:str, ticker:str, counts:dict, today) -> TickerResult:
+    "What the parent needs of a ticker whose silver and gold were continued from its window: the quality facts of its whole silver, read back with the day's part."
+    t0 = time.perf_counter()
+    silver = store.read('silver', interval, ticker)
+    if silver is None or silver.empty: raise StockNbsError(f"{ticker}: no silver bars under {store.root/'silver'/interval}; run `stock-nbs transform` again")
+    t1 = time.perf_counter()
+    facts = ticker_facts(silver, ticker, quality_settings(settings, interval), counts, today, missing_sessions(silver.date, market_of(ticker).calendar))
+    return TickerResult(ticker, '', None, facts, overnight_gaps(silver), counts, dict(read=t1 - t0, quality=time.perf_counter() - t1))
+
 def _ticker_task(args) -> TickerResult:
-    "`_one_ticker` for a worker: never raises; a failure comes back as the result's error."
-    store, settings, interval, ticker, fx, today = args
-    try: return _one_ticker(store, settings, interval, ticker, fx, today)
+    "`_one_ticker` (or, given its `counts`, `_continued_ticker`) for a worker: never raises; a failure comes back as the result's error."
+    store, settings, interval, ticker, fx, today, counts = args
+    try: return _one_ticker(store, settings, interval, ticker, fx, today) if counts is None else _continued_ticker(store, settings, interval, ticker, counts, today)
     except Exception as e:  # one ticker's failure must not stop the others; the report names it
         return TickerResult(ticker, str(e) if isinstance(e, StockNbsError) else f"{type(e).__name__}: {e}")
 
@@ -138,10 +148,17 @@ class GateTally:
 
 # %% ../nbs/09_pipeline.ipynb #d964e65c
 KEPT_FILES = ('tickers', 'bronze', 'silver')
+KEPT_VERSION = 2  # what a window holds; windows of another version are not read
+
+def _bronze_stat(store:Store, interval:str, tickers) -> tuple[np.ndarray, np.ndarray]:
+    "Size and change time (ns) of each ticker's bronze file (-1: none): a window is only good while its bronze file is the one it was cut from."
+    stat = [p.stat() if p.exists() else None for p in (store.path('bronze', interval, t) for t in tickers)]
+    return np.array([x.st_size if x else -1 for x in stat], np.int64), np.array([x.st_mtime_ns if x else -1 for x in stat], np.int64)
 
 def _kept_fingerprint(settings:Settings) -> str:
     "The settings silver and gold depend on, as text: windows kept under other settings are never continued."
-    return json.dumps(dict(clean=settings.clean, features=settings.features, base=settings.universe.base_currency, fx=settings.universe.fx_ticker), sort_keys=True, default=str)
+    return json.dumps(dict(version=KEPT_VERSION, clean=settings.clean, features=settings.features, base=settings.universe.base_currency, fx=settings.universe.fx_ticker),
+                      sort_keys=True, default=str)
 
 def load_windows(store:Store, settings:Settings, interval:str) -> KeptWindows|None:
     "The kept windows of `interval`, or None when there are none, they were kept under other settings, or a write was interrupted."
@@ -152,22 +169,89 @@ def load_windows(store:Store, settings:Settings, interval:str) -> KeptWindows|No
     if len({m.get('token') for m in metas}) != 1 or metas[0].get('settings') != _kept_fingerprint(settings): return None
     return KeptWindows(*(t.replace_schema_metadata(None).to_pandas() for t in tables))
 
-def save_windows(store:Store, settings:Settings, interval:str, done:dict):
-    "Keep the windows of a pass's tickers (`TickerResult`s by ticker) over the ones kept before; a ticker without one (failed, short history) loses its old one."
+def save_windows(store:Store, settings:Settings, interval:str, done:dict, kept:KeptWindows|None=None, continued=()):
+    "Keep the windows of a pass's tickers (`TickerResult`s by ticker) over `kept` (default: the ones kept before), `continued` tickers' windows now holding every bronze part; a ticker without one (failed, short history) loses its old one."
+    parts = store.parts('bronze', interval)
+    newest = parts[-1][0] if parts else 0
     new = kept_windows([r.window for r in done.values()])
     if len(new):
-        paths = [store.path('bronze', interval, t) for t in new.tickers.ticker]
-        stat = [p.stat() if p.exists() else None for p in paths]
-        parts = store.parts('bronze', interval)
-        new.tickers = new.tickers.assign(bronze_size=[x.st_size if x else -1 for x in stat], bronze_mtime=[x.st_mtime_ns if x else -1 for x in stat],
-                                         parts_seq=parts[-1][0] if parts else 0)
-    old = load_windows(store, settings, interval)
+        size, mtime = _bronze_stat(store, interval, new.tickers.ticker)
+        new.tickers = new.tickers.assign(bronze_size=size, bronze_mtime=mtime, parts_seq=newest)
+    old = load_windows(store, settings, interval) if kept is None else kept
+    if old is not None and len(continued):  # (their bronze files were checked unchanged before they were continued)
+        t, at = old.tickers, old.tickers.ticker.isin(list(continued)).to_numpy()
+        size, mtime = _bronze_stat(store, interval, t.ticker[at])
+        for col, v in (('bronze_size', size), ('bronze_mtime', mtime), ('parts_seq', newest)): t.loc[at, col] = v
     kept = new if old is None else combine(old, new, drop=[t for t, r in done.items() if r.window is None])
     meta = {b'stock_nbs.kept': json.dumps(dict(token=uuid.uuid4().hex, settings=_kept_fingerprint(settings)))}
     for k in KEPT_FILES:
         store._write_table(pa.Table.from_pandas(getattr(kept, k), preserve_index=False).replace_schema_metadata(meta), store.root/'kept'/interval/f'{k}.parquet')
 
-# %% ../nbs/09_pipeline.ipynb #7751d8d6
+# %% ../nbs/09_pipeline.ipynb #3448b075
+FULL_PASS_SHARE, FULL_PASS_FEW = 0.05, 10  # a day takes the full pass when more tickers need one than this share of the run, and than this few (at most half the run)
+
+def _too_many(full:dict, tickers:list) -> bool:
+    "Whether so many tickers need the full pass that the whole day should take it."
+    return len(full) > max(FULL_PASS_SHARE * len(tickers), min(FULL_PASS_FEW, len(tickers) // 2))
+WHOLE_HISTORY = pd.Timestamp('1678-01-01')  # the `since` of a ticker whose whole gold a part holds (about the earliest day a ns timestamp holds)
+
+@dataclass
+class DayPlan:
+    "How a daily transform goes on from the kept windows."
+    advanced: Advanced  # the windows advanced by the day's bronze parts, without the tickers in `full`
+    continued: list  # tickers continued from their windows (with or without new rows today)
+    full: dict  # ticker -> why it takes the full pass
+
+def _without_tickers(adv:Advanced, drop) -> Advanced:
+    "`adv` without the tickers in `drop` (they take the full pass)."
+    drop = set(drop)
+    return Advanced(adv.silver[~adv.silver.ticker.isin(drop)], adv.gold[~adv.gold.ticker.isin(drop)] if len(adv.gold) else adv.gold,
+                    {t: d for t, d in adv.since.items() if t not in drop}, without(adv.kept, drop), {t: c for t, c in adv.counts.items() if t not in drop}, adv.left)
+
+def _stale_windows(store:Store, interval:str, kept:KeptWindows, tickers:list) -> tuple[dict, int]:
+    "(ticker -> why its window cannot be continued, the bronze part the others hold)."
+    t = kept.tickers.set_index('ticker')
+    have = [x for x in tickers if x in t.index]
+    why = {x: 'no kept window (new ticker, short history, or it failed last time)' for x in tickers if x not in t.index}
+    if not have: return why, 0
+    rec, (size, mtime) = t.loc[have], _bronze_stat(store, interval, have)
+    seq = int(rec.parts_seq.max())
+    rewritten = (size != rec.bronze_size.to_numpy()) | (mtime != rec.bronze_mtime.to_numpy())
+    behind = rec.parts_seq.to_numpy() != seq
+    why |= {x: 'its bronze file was rewritten since its window was kept (compaction or a re-fetch)' for x in np.array(have, dtype=object)[rewritten]}
+    why |= {x: 'its window lacks bronze parts the other tickers hold (it was left out of a run)' for x in np.array(have, dtype=object)[behind & ~rewritten]}
+    return why, seq
+
+def _fx_revisions(store:Store, interval:str, settings:Settings, kept:KeptWindows, day:list, adv:Advanced, tickers) -> dict:
+    "USD tickers (of `tickers`) whose converted bars before their new rows may have moved: the FX file rewritten, or its day's part starting before their output."
+    fx_t = settings.universe.fx_ticker
+    usd = [t for t in tickers if market_of(t).currency == 'USD']
+    if not usd: return {}
+    rec = kept.tickers[kept.tickers.ticker == fx_t]
+    size, mtime = _bronze_stat(store, interval, [fx_t])
+    if rec.empty or (size[0], mtime[0]) != (rec.bronze_size.iloc[0], rec.bronze_mtime.iloc[0]):
+        return {t: f'the FX series {fx_t} has no window or its bronze file was rewritten' for t in usd}
+    fx_since = min((since[fx_t] for since, _ in day if fx_t in since), default=None)
+    if fx_since is None: return {}
+    return {t: f'{fx_t} was re-fetched from {fx_since:%Y-%m-%d}, before its own new rows' for t in usd if fx_since < adv.since.get(t, pd.Timestamp.max)}
+
+def plan_day(store:Store, settings:Settings, interval:str, tickers:list, fx:pd.DataFrame|None) -> DayPlan|None:
+    "Advance the kept windows of `tickers` by the bronze parts they lack; None when the day takes the full pass (not daily, extra TA-Lib features, no dataset or windows, too many tickers needing one)."
+    if interval != '1d' or settings.features['extra'] or not store.consolidated_path(interval).exists(): return None
+    kept = load_windows(store, settings, interval)
+    if kept is None: return None
+    full, seq = _stale_windows(store, interval, kept, tickers)
+    if _too_many(full, tickers): return None
+    go = set(tickers) - set(full)
+    day = store.read_parts('bronze', interval, after=seq)
+    adv = advance(kept, [({t: d for t, d in since.items() if t in go}, rows) for since, rows in day], settings.clean, settings.features,
+                  fx, settings.universe.base_currency, settings.universe.fx_ticker)
+    full |= adv.left | _fx_revisions(store, interval, settings, kept, day, adv, sorted(go - set(adv.left)))
+    if _too_many(full, tickers): return None
+    for t, why in full.items(): log.info("%s: full pass: %s", t, why)
+    return DayPlan(_without_tickers(adv, full), sorted(go - set(full)), full)
+
+# %% ../nbs/09_pipeline.ipynb #fb7d42c8
 def _store_quality(store:Store, interval:str, rep:pd.DataFrame, summary:dict) -> Path:
     "Write the per-ticker report (Parquet) and the summary (JSON) atomically; the folder."
     folder = store.root/'quality'/interval
@@ -188,22 +272,59 @@ def _dataset_stream(results, run_tickers:list, universe, done:dict, timings:dict
         if r is not None: r.gold = None  # written: free it
     timings['waiting'] = waiting
 
-def transform(settings:Settings, tickers=None, interval:str|None=None, progress:bool|None=None, today=None, lock:bool=True) -> TransformResult:
-    "Silver, gold, quality and the consolidated dataset for `tickers` (default the universe) from their bronze bars."
+def _full_pass(store:Store, settings:Settings, interval:str, tickers:list, fx, today, bar, timings:dict) -> tuple[dict, Path|None, GateTally]:
+    "Every ticker bronze to gold in the workers, streamed into a new consolidated dataset; the derived parts it holds are dropped."
+    upto = {layer: (store.parts(layer, interval) or [(0, None)])[-1][0] for layer in ('silver', 'gold')}
+    t0 = time.perf_counter()
+    with TickerPool(settings.run.workers, len(tickers)) as pool, bar:
+        results = pool.imap(_ticker_task, [(store, settings, interval, t, fx, today, None) for t in tickers], bar)
+        done, tally = {}, GateTally(today)
+        dataset = store.consolidate(interval, tables=_dataset_stream(results, tickers, settings.universe.tickers, done, timings), check=tally)
+    timings['consolidate'] = time.perf_counter() - t0 - timings.pop('waiting', 0.)  # the parent's own work while the workers run
+    written = {t for t, r in done.items() if not r.error}
+    for layer, seq in upto.items():  # parts every ticker's new file (and the new dataset) holds
+        if seq and dataset is not None and set(store.pending_tickers(layer, interval)) <= written: store.drop_parts(layer, interval, seq)
+    return done, dataset, tally
+
+def _day_pass(store:Store, settings:Settings, interval:str, tickers:list, fx, today, plan:DayPlan, bar, timings:dict) -> tuple[dict, Path, GateTally]:
+    "The continued tickers' new silver and gold as one part each, the others through the full pass; quality facts of every ticker; the gate on the dataset with the parts laid over."
+    adv, t0 = plan.advanced, time.perf_counter()
+    if adv.since: store.append_rows(adv.silver, adv.since, 'silver', interval)
+    counts, continued = window_counts(adv.kept), set(plan.continued)
+    timings['silver_part'] = time.perf_counter() - t0
+    with TickerPool(settings.run.workers, len(tickers)) as pool, bar:
+        done = {r.ticker: r for r in pool.imap(_ticker_task, [(store, settings, interval, t, fx, today, counts[t] if t in continued else None) for t in tickers], bar)}
+    t0 = time.perf_counter()
+    fresh = [r for t, r in done.items() if t in plan.full and not r.error]  # their whole gold goes into the part, for the dataset
+    path = store.consolidated_path(interval)
+    schema = pq.read_schema(path)
+    gold = ([pa.Table.from_pandas(adv.gold, preserve_index=False)] if len(adv.gold) else []) + [r.gold for r in fresh]
+    if adv.since or fresh:
+        store.append_rows(pa.concat_tables([g.select(schema.names).cast(schema) for g in gold]) if gold else schema.empty_table(),
+                          adv.since | {r.ticker: WHOLE_HISTORY for r in fresh}, 'gold', interval)
+    for r in done.values(): r.gold = None
+    timings['gold_part'] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tally = GateTally(today)
+    tally(store.read_dataset(interval, ['ticker', 'date', 'open', 'high', 'low', 'close']))
+    tally.columns = schema.names
+    timings['gate_read'] = time.perf_counter() - t0
+    return done, path, tally
+
+def transform(settings:Settings, tickers=None, interval:str|None=None, progress:bool|None=None, today=None, lock:bool=True, full:bool=False) -> TransformResult:
+    "Silver, gold, quality and the consolidated dataset for `tickers` (default the universe) from their bronze bars; a daily run goes on from the kept windows unless `full`."
     order = list(dict.fromkeys(tickers or settings.universe.tickers))
     tickers = sorted(order)  # results stream into the dataset in ticker order
     interval, store = interval or settings.source.interval, Store(settings.data_dir, settings.storage.fsync)
     with (store.lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):
         timings, t0 = {}, time.perf_counter()
         fx = _fx_silver(store, settings, interval)
+        plan = None if full else plan_day(store, settings, interval, tickers, fx)
+        timings['plan'] = time.perf_counter() - t0
         bar = tqdm(total=len(tickers), desc=f'transform {interval}', unit='ticker', disable=None if progress is None else not progress)
-        with TickerPool(settings.run.workers, len(tickers)) as pool, bar:
-            results = pool.imap(_ticker_task, [(store, settings, interval, t, fx, today) for t in tickers], bar)
-            done = {}
-            tally = GateTally(today)
-            dataset = store.consolidate(interval, tables=_dataset_stream(results, tickers, settings.universe.tickers, done, timings), check=tally)
+        if plan is None: done, dataset, tally = _full_pass(store, settings, interval, tickers, fx, today, bar, timings)
+        else: done, dataset, tally = _day_pass(store, settings, interval, tickers, fx, today, plan, bar, timings)
         timings['transform'] = time.perf_counter() - t0
-        timings['consolidate'] = timings['transform'] - timings.pop('waiting', 0.)  # the parent's own work while the workers run
         rows = []
         for t in order:
             r = done[t]
@@ -217,13 +338,17 @@ def transform(settings:Settings, tickers=None, interval:str|None=None, progress:
         t0 = time.perf_counter()
         summary['gate'] = gate = tally.failures(settings.quality['min_rows']) if dataset else ['no ticker produced gold rows']
         timings['gate'] = time.perf_counter() - t0
+        summary['pass'] = 'full' if plan is None else dict(continued=len(plan.continued), advanced=len(plan.advanced.since), full=len(plan.full))
         if len(rep): _store_quality(store, interval, rep, summary)
         if interval == '1d':
-            t0 = time.perf_counter(); save_windows(store, settings, interval, done); timings['windows'] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if plan is None: save_windows(store, settings, interval, done)
+            else: save_windows(store, settings, interval, {t: done[t] for t in plan.full}, plan.advanced.kept, plan.continued)
+            timings['windows'] = time.perf_counter() - t0
         store.flush()  # silver, gold, dataset and reports were written without a flush each
     return TransformResult(pd.DataFrame(rows), rep, summary, gate, dataset, {k: round(v, 3) for k, v in timings.items()})
 
-# %% ../nbs/09_pipeline.ipynb #5bf140d1
+# %% ../nbs/09_pipeline.ipynb #6a9181ab
 def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     "Log to stderr (warnings, or info with `verbose`) and to a rotating `<data_dir>/logs/pipeline.log`; the log path."
     Store(settings.data_dir).ensure_writable()
@@ -238,7 +363,7 @@ def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     root.setLevel(logging.DEBUG); root.propagate = False
     return path
 
-# %% ../nbs/09_pipeline.ipynb #6a9181ab
+# %% ../nbs/09_pipeline.ipynb #2a0c67af
 def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir:Path|None=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     "Drift tests, per-ticker rollup and summary of one run; writes alerts, latest tests and the report."
     d, store = settings.drift, Store(settings.data_dir)
@@ -278,7 +403,7 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     if len(alerts) and d['hook']: summary['hook'] = run_hook(d['hook'], {k: summary[k] for k in ('status', 'drifted', 'retrain', 'watch', 'alerts')} | dict(run_id=run_id, interval=interval))
     return tests, roll, summary
 
-# %% ../nbs/09_pipeline.ipynb #2a0c67af
+# %% ../nbs/09_pipeline.ipynb #d0f54cdc
 def failure_share_problem(statuses:pd.Series, limit:float) -> str|None:
     "The message when more than `limit` of the tickers failed, else None (the one rule ingest, transform and run share)."
     share = float((statuses == 'failed').mean()) if len(statuses) else 0.0
@@ -301,7 +426,7 @@ def code_version() -> dict:
     libs = {n: md.version(n) for n in ('pandas', 'numpy', 'pyarrow', 'ta-lib', 'yfinance', 'exchange_calendars')}
     return dict(stock_nbs=stock_nbs.__version__, git=git.stdout.strip() if git and git.returncode == 0 else None, python=platform.python_version(), **libs)
 
-# %% ../nbs/09_pipeline.ipynb #660d955f
+# %% ../nbs/09_pipeline.ipynb #9844a6f2
 class DailyRun:
     "One pipeline run, stage by stage, holding the data root's lock until `finish`."
     def __init__(self, settings:Settings, run_date, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None):
@@ -317,7 +442,7 @@ class DailyRun:
         self.sync_summary = {'status': 'not requested'}
         self._stack = ExitStack()
 
-# %% ../nbs/09_pipeline.ipynb #d0f54cdc
+# %% ../nbs/09_pipeline.ipynb #1615ae0d
 def _open(self:DailyRun) -> DailyRun:
     "Create the run folder, attach the run's log and take the data root's lock."
     store = Store(self.settings.data_dir, self.settings.storage.fsync).ensure_writable()
@@ -338,7 +463,7 @@ def _timed(self:DailyRun, stage:str, fn, *args, **kw):
     finally: self.timings[stage] = round(time.perf_counter() - t0, 3)
 DailyRun.open, DailyRun._timed = _open, _timed
 
-# %% ../nbs/09_pipeline.ipynb #9844a6f2
+# %% ../nbs/09_pipeline.ipynb #ade63e94
 def _run_ingest(self:DailyRun, progress=None) -> pd.DataFrame:
     "Stage 1: fetch new bars into bronze (and the daily FX series an intraday run's USD tickers need)."
     s, fx = self.settings, self.settings.universe.fx_ticker
@@ -371,7 +496,7 @@ def _run_sync(self:DailyRun) -> dict:
     return self.sync_summary
 DailyRun.ingest, DailyRun.transform, DailyRun.drift, DailyRun.sync = _run_ingest, _run_transform, _run_drift, _run_sync
 
-# %% ../nbs/09_pipeline.ipynb #ade63e94
+# %% ../nbs/09_pipeline.ipynb #6c9f5f49
 def _ticker_status(self:DailyRun) -> pd.DataFrame:
     "One row per ticker: status, errors by stage, rows per layer, bars added, quality score."
     df = pd.DataFrame({'ticker': self.tickers})
@@ -389,7 +514,7 @@ def _ticker_status(self:DailyRun) -> pd.DataFrame:
     return df
 DailyRun.ticker_status = _ticker_status
 
-# %% ../nbs/09_pipeline.ipynb #3fa284d9
+# %% ../nbs/09_pipeline.ipynb #aebc0253
 def _status(self:DailyRun) -> tuple[str, list]:
     "Run status (ok, degraded or failed) and the reasons for it."
     t = self.ticker_status()
@@ -418,7 +543,7 @@ def _manifest(self:DailyRun) -> dict:
                 artifacts=dict(folder=str(self.folder), log=str(self.folder/'run.log'), dataset=str(self.result.dataset) if self.result and self.result.dataset else None))
 DailyRun.status, DailyRun.manifest = _status, _manifest
 
-# %% ../nbs/09_pipeline.ipynb #6c9f5f49
+# %% ../nbs/09_pipeline.ipynb #4cc4c73c
 def _finish(self:DailyRun) -> dict:
     "Write `manifest.json`, release the lock and the run log, prune old runs; the manifest."
     m = self.manifest()
@@ -442,7 +567,7 @@ def prune_runs(settings:Settings):
         shutil.rmtree(old, ignore_errors=True)
         for r in reports.glob(f'{old.name}*.html'): r.unlink(missing_ok=True)
 
-# %% ../nbs/09_pipeline.ipynb #4cc4c73c
+# %% ../nbs/09_pipeline.ipynb #12379209
 def start_run(settings_path=None, run_date=None, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None) -> DailyRun:
     "Load settings (papermill parameters override them), validate the parameters, open the run."
     settings = load_settings(settings_path, {'source.kind': source, 'source.interval': interval})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes, json, logging, os, socket, sys, time, uuid, datetime as dt
 from contextlib import contextmanager
 from pathlib import Path
-import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
+import numpy as np, pandas as pd, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 from .config import StockNbsError, Settings, load_settings
 
@@ -52,8 +52,8 @@ def _unreadable(path:Path, e:Exception) -> StoreError:
     "The error for a stored file that cannot be read, with what to do."
     return StoreError(f"{path} is unreadable ({e}); move it aside and re-run to fetch the ticker again")
 
-def _read(self:Store, layer:str, interval:str, ticker:str, columns:list|None=None) -> pd.DataFrame|None:
-    "The stored frame (optionally only `columns`) with the parts its file does not hold laid over it, or None when there is none."
+def _read_table(self:Store, layer:str, interval:str, ticker:str, columns:list|None=None) -> pa.Table|None:
+    "The stored table (optionally only `columns`) with the parts its file does not hold laid over it, or None when there is none."
     p, pieces = self.path(layer, interval, ticker), self._part_index(layer, interval).get(ticker)
     cols = columns if not pieces or columns is None or 'date' in columns else ['date', *columns]  # parts are laid over by date
     table = None
@@ -64,6 +64,11 @@ def _read(self:Store, layer:str, interval:str, ticker:str, columns:list|None=Non
         held = int((table.schema.metadata or {}).get(PARTS_KEY, 0)) if table is not None else 0
         table = _overlay(table, [(s, d, r.select(cols) if cols else r) for s, d, r in pieces if s > held])
         if table is not None and cols != columns: table = table.select(columns)
+    return table
+
+def _read(self:Store, layer:str, interval:str, ticker:str, columns:list|None=None) -> pd.DataFrame|None:
+    "The stored frame (optionally only `columns`) with the parts its file does not hold laid over it, or None when there is none."
+    table = self.read_table(layer, interval, ticker, columns)
     return None if table is None else table.to_pandas(use_threads=False)
 
 META_KEY = b'stock_nbs'  # the footer key of the facts `Store.write(meta=...)` keeps
@@ -121,7 +126,7 @@ def _flush(self:Store) -> Store:
         if syncfs is None or syncfs(fd) != 0: os.sync()
     finally: os.close(fd)
     return self
-Store.read, Store.footer, Store.write, Store._write_table, Store.flush = _read, _footer, _write, _write_table, _flush
+Store.read_table, Store.read, Store.footer, Store.write, Store._write_table, Store.flush = _read_table, _read, _footer, _write, _write_table, _flush
 
 # %% ../nbs/02_store.ipynb #60cba582
 PARTS_DIR = '_parts'  # <layer>/<interval>/_parts/<seq>.parquet; not a ticker file: `tickers` globs *.parquet
@@ -148,7 +153,7 @@ def _part_index(self:Store, layer:str, interval:str) -> dict:
         tick = table['ticker'].to_numpy(zero_copy_only=False)  # rows are sorted by ticker
         cuts = np.flatnonzero(np.r_[True, tick[1:] != tick[:-1]]) if len(tick) else np.zeros(0, int)
         slices = {tick[a]: (a, b) for a, b in zip(cuts, np.r_[cuts[1:], len(tick)])}
-        rows = table.drop_columns(['ticker'])
+        rows = table if layer == 'gold' else table.drop_columns(['ticker'])  # gold rows carry their ticker themselves (the dataset's key)
         for t, start in since.items():
             a, b = slices.get(t, (0, 0))
             index.setdefault(t, []).append((seq, start, rows.slice(a, b - a)))
@@ -186,12 +191,22 @@ def _as_part_rows(rows, ticker:str) -> pa.Table:
     t = _utc_dates(rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False, nthreads=1))
     return t.append_column('ticker', pa.array(np.full(t.num_rows, ticker, dtype=object), pa.string()))
 
+def _write_part(self:Store, table:pa.Table, since:dict, layer:str, interval:str) -> Path:
+    "Write `table` (rows sorted by ticker) as the next part of (layer, interval), `since` (ticker -> the first date its rows replace) in its footer."
+    seq = max(time.time_ns(), max((s for s, _ in self.parts(layer, interval)), default=0) + 1)  # after every part a file's footer names, even once parts are dropped
+    table = table.replace_schema_metadata({META_KEY: json.dumps({'since': {t: pd.Timestamp(d).isoformat() for t, d in since.items()}})})
+    return self._write_table(table, self.folder(layer, interval)/PARTS_DIR/f'{seq}.parquet', sync=True)
+
 def _append(self:Store, rows:dict, layer:str, interval:str) -> Path:
     "Write one part from `rows` (ticker -> (its rows, the first date they replace)): readers lay them over the tickers' stored rows."
-    seq = max(time.time_ns(), max((s for s, _ in self.parts(layer, interval)), default=0) + 1)  # after every part a file's footer names, even once parts are dropped
     table = pa.concat_tables([_as_part_rows(r, t) for t, (r, _) in sorted(rows.items())])
-    table = table.replace_schema_metadata({META_KEY: json.dumps({'since': {t: pd.Timestamp(d).isoformat() for t, (_, d) in rows.items()}})})
-    return self._write_table(table, self.folder(layer, interval)/PARTS_DIR/f'{seq}.parquet', sync=True)
+    return self._write_part(table, {t: d for t, (_, d) in rows.items()}, layer, interval)
+
+def _append_rows(self:Store, rows:pd.DataFrame|pa.Table, since:dict, layer:str, interval:str) -> Path:
+    "Write one part from many tickers' rows in one frame with a `ticker` column (`since`: ticker -> the first date its rows replace); no per-ticker tables."
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False)
+    table = _utc_dates(table.take(pc.sort_indices(table, [('ticker', 'ascending')])))  # stable: a ticker's rows keep their order
+    return self._write_part(table, since, layer, interval)
 
 def _pending(self:Store, layer:str, interval:str, ticker:str, held:int|None=None) -> list:
     "The [(seq, since, rows)] of the parts a ticker's own file does not hold yet (`held`: its `footer`'s last part, if read already); rows as the part holds them (intraday stamps in UTC)."
@@ -211,7 +226,7 @@ def _drop_parts(self:Store, layer:str, interval:str, upto:int) -> int:
         except OSError as e:  # harmless: the files' footers say they hold it, so readers skip it
             log.warning("part %s could not be deleted (%s); its rows are in the tickers' files already: delete it when you can", p, e.strerror or e)
     return len(gone)
-Store.parts, Store._part_index, Store.read_parts, Store.append, Store.pending, Store.pending_tickers, Store.drop_parts = _parts, _part_index, _read_parts, _append, _pending, _pending_tickers, _drop_parts
+Store.parts, Store._part_index, Store.read_parts, Store._write_part, Store.append, Store.append_rows, Store.pending, Store.pending_tickers, Store.drop_parts = _parts, _part_index, _read_parts, _write_part, _append, _append_rows, _pending, _pending_tickers, _drop_parts
 
 # %% ../nbs/02_store.ipynb #a2632a31
 def _ensure_writable(self:Store) -> Store:
@@ -272,7 +287,8 @@ def _consolidate(self:Store, interval:str='1d', tickers=None, tables=None, check
         names = [t for t in sorted(tickers if tickers is not None else self.tickers('gold', interval)) if self.path('gold', interval, t).exists()]
         if not names: raise StoreError(f"no gold files under {self.root/'gold'/interval}; run `stock-nbs transform` first")
         tables = ((t, None) for t in names)
-    fresh = 0
+    fresh, parts = 0, self.parts('gold', interval)
+    held = {PARTS_KEY: str(parts[-1][0])} if parts else {}  # the gold parts so far: the stream's tables and the files read hold them
     def put(w, buf, n):
         group = pa.concat_tables(buf)
         if check is not None: check(group)
@@ -284,11 +300,11 @@ def _consolidate(self:Store, interval:str='1d', tickers=None, tables=None, check
             for t, table in tables:
                 if table is None:
                     if not self.path('gold', interval, t).exists(): continue
-                    table = _read_file(self.path('gold', interval, t))
+                    table = self.read_table('gold', interval, t)
                 else: fresh += 1
                 table = dataset_table(table, interval)
                 if w is None:  # statistics only where filters use them: ticker and date
-                    schema = table.schema; w = pq.ParquetWriter(tmp, schema, use_dictionary=_text_columns(schema), write_statistics=['ticker', 'date'])
+                    schema = table.schema.with_metadata({**(table.schema.metadata or {}), **held}); w = pq.ParquetWriter(tmp, schema, use_dictionary=_text_columns(schema), write_statistics=['ticker', 'date'])
                 buf.append(table.select(schema.names).cast(schema)); n += buf[-1].num_rows
                 if n >= 64 * 1024: put(w, buf, n); buf, n = [], 0
             if n: put(w, buf, n)  # (all empty: a valid file with the schema and no rows)
@@ -297,7 +313,23 @@ def _consolidate(self:Store, interval:str='1d', tickers=None, tables=None, check
         if w is None or not (from_files or fresh): raise _NothingNew()
     try: return atomic_write(self.consolidated_path(interval), write)
     except _NothingNew: return None
-Store.consolidated_path, Store.consolidate = _consolidated_path, _consolidate
+
+def _read_dataset(self:Store, interval:str='1d', columns:list|None=None, filters:list|None=None) -> pa.Table:
+    "The consolidated dataset's rows matching the Parquet `filters` (optionally only `columns`, which must hold ticker and date when gold parts are pending), with the gold parts it does not hold laid over it: those rows come last."
+    path = self.consolidated_path(interval)
+    table = pq.read_table(path, columns=columns, filters=filters or None)
+    held = int((pq.read_metadata(path).metadata or {}).get(PARTS_KEY, 0))
+    for seq, part in self.parts('gold', interval):
+        if seq <= held: continue
+        since, rows = _read_part(part)
+        rows = dataset_table(rows, interval)
+        if filters: rows = rows.filter(pq.filters_to_expression(filters))
+        starts = pa.array(np.array([_utc64(d) for d in since.values()], 'datetime64[ns]')).cast(table.schema.field('date').type)
+        at = pc.index_in(table['ticker'], value_set=pa.array(list(since), table.schema.field('ticker').type))
+        keep = pc.or_kleene(pc.is_null(at), pc.less(table['date'], pc.take(starts, at)))  # a part replaces its tickers' rows from their date on
+        table = pa.concat_tables([table.filter(keep), rows.select(table.schema.names).cast(table.schema)])
+    return table
+Store.consolidated_path, Store.consolidate, Store.read_dataset = _consolidated_path, _consolidate, _read_dataset
 
 # %% ../nbs/02_store.ipynb #dd71b476
 def _as_bound(x, dtype:pa.DataType):
@@ -335,7 +367,7 @@ def load_features(tickers=None, start=None, end=None, columns=None, interval:str
     if end is not None:
         e = _as_bound(end, dtype)  # an intraday end given as a day includes that whole day
         filters.append(('date', '<', e + pd.Timedelta(days=1)) if interval != '1d' and e == e.normalize() else ('date', '<=', e))
-    table = pq.read_table(path, columns=columns, filters=filters or None)
+    table = Store(settings.data_dir).read_dataset(interval, columns, filters)
     df = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     df['date'] = df['date'].dt.as_unit('ns')
     return df.sort_values(['ticker', 'date'], kind='stable', ignore_index=True)

@@ -230,10 +230,11 @@ def sync(settings:Settings, secrets:Secrets, interval:str='1d', dry_run:bool=Fal
     from stock_nbs.store import Store, ticker_filter
     kind, url = sync_target(settings, secrets)
     table, key = ('stock_features', 'date') if interval == '1d' else ('stock_features_intraday', 'ts')
-    path = Store(settings.data_dir).consolidated_path(interval)
+    store = Store(settings.data_dir)
+    path = store.consolidated_path(interval)
     if not path.exists(): raise SyncError(f"no consolidated {interval} dataset at {path}; run `stock-nbs run` first")
     filters = ticker_filter(tickers) if tickers else None
-    df = db_frame(pq.read_table(path, columns=list(COLUMNS), filters=filters).to_pandas())
+    df = db_frame(store.read_dataset(interval, list(COLUMNS), filters).to_pandas())  # with the gold parts an incremental day wrote
     state_path = _state_path(settings, url, table)
     state = load_state(None if full else state_path)
     todo = pending(df, state)

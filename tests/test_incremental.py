@@ -1,12 +1,13 @@
-"""The windows a daily transform keeps continue the next day exactly: advancing them by the day's bronze part gives the gold and counts a full pass gives."""
-import json
+"""The windows a daily transform keeps continue the next day exactly: advancing them by the day's bronze part gives the gold and counts a full pass gives,
+and a daily transform that goes on from them leaves every output as a full pass would."""
+import json, shutil
 import pandas as pd
 import pytest
 from stock_nbs.config import load_settings
 from stock_nbs.ingest import ingest
 from stock_nbs.pipeline import transform, load_windows, _fx_silver
 from stock_nbs.incremental import advance
-from stock_nbs.store import Store
+from stock_nbs.store import Store, load_features
 
 TICKERS = 'TCS.NS INFY.NS SBIN.NS AAPL MSFT USDINR=X'
 
@@ -47,7 +48,7 @@ def test_advancing_the_kept_windows_by_the_next_days_parts_gives_the_full_pass(s
         parts = st.read_parts('bronze', '1d', after=kept.tickers.parts_seq.max())
         assert len(parts) >= 1 and set(parts[-1][0]) == set(TICKERS.split())
         adv = advance(kept, parts[-1:], s.clean, s.features, _fx_silver(st, s, '1d'), s.universe.base_currency, s.universe.fx_ticker)
-        res = transform(s, progress=False, today=day)
+        res = transform(s, progress=False, today=day, full=True)
         assert adv.left == {} and sorted(adv.since) == sorted(TICKERS.split())
         for t, since in adv.since.items():
             gold = st.read('gold', '1d', t)
@@ -63,3 +64,64 @@ def test_advancing_the_kept_windows_by_the_next_days_parts_gives_the_full_pass(s
         for k in ('bronze', 'silver'):
             pd.testing.assert_frame_equal(getattr(kept, k), getattr(saved, k), check_dtype=False)
         kept.tickers['parts_seq'] = saved.tickers.parts_seq.to_numpy()
+
+
+def same_outputs(day_root, day_res, s, day):
+    "A full pass over a copy of the data root the day pass left gives the same silver, gold, dataset, quality, gate and windows."
+    ref_root = day_root.parent / (day_root.name + '_full')
+    shutil.rmtree(ref_root, ignore_errors=True); shutil.copytree(day_root, ref_root)
+    r = settings(ref_root)
+    ref = transform(r, progress=False, today=day, full=True)
+    a, b = Store(day_root), Store(ref_root)
+    for t in TICKERS.split():
+        for layer in ('silver', 'gold'):
+            pd.testing.assert_frame_equal(a.read(layer, '1d', t), b.read(layer, '1d', t))
+    pd.testing.assert_frame_equal(load_features(settings=s), load_features(settings=r))
+    pd.testing.assert_frame_equal(day_res.quality, ref.quality)
+    pd.testing.assert_frame_equal(day_res.tickers, ref.tickers)
+    assert {k: v for k, v in day_res.summary.items() if k != 'pass'} == {k: v for k, v in ref.summary.items() if k != 'pass'}
+    assert day_res.gate == ref.gate
+    kept_a, kept_b = load_windows(a, s, '1d'), load_windows(b, r, '1d')
+    for k in ('tickers', 'bronze', 'silver'):
+        pd.testing.assert_frame_equal(getattr(kept_a, k).drop(columns=['tail'], errors='ignore'), getattr(kept_b, k).drop(columns=['tail'], errors='ignore'), check_dtype=False)
+    assert b.parts('silver', '1d') == [] and b.parts('gold', '1d') == []  # the full pass folded the day parts into the files and the dataset
+    return ref
+
+
+@pytest.fixture(scope='module')
+def day_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('day_pass')
+    s = settings(root)
+    ingest(s, run_date='2024-06-14', progress=False); transform(s, progress=False, today='2024-06-14')
+    return root
+
+
+def test_a_daily_transform_goes_on_from_the_windows_and_leaves_what_a_full_pass_leaves(day_root):
+    s = settings(day_root)
+    for day in ('2024-06-17', '2024-06-18'):
+        ingest(s, run_date=day, progress=False)
+        res = transform(s, progress=False, today=day)
+        assert res.summary['pass'] == {'continued': 6, 'advanced': 6, 'full': 0}
+        assert len(Store(day_root).parts('gold', '1d')) >= 1  # the day's gold went into a part, not into every file and the dataset
+        same_outputs(day_root, res, s, day)
+
+
+def test_an_fx_revision_before_the_new_rows_sends_the_usd_tickers_to_the_full_pass(day_root):
+    s, st = settings(day_root), Store(day_root)
+    ingest(s, run_date='2024-06-19', progress=False)
+    fx = st.read('bronze', '1d', 'USDINR=X')
+    since = fx.date.iloc[-20]
+    st.append({'USDINR=X': (fx[fx.date >= since].assign(close=lambda d: d.close * 1.001), since)}, 'bronze', '1d')  # the vendor revises four weeks of FX
+    res = transform(s, progress=False, today='2024-06-19')
+    assert res.summary['pass'] == {'continued': 4, 'advanced': 4, 'full': 2}  # AAPL and MSFT
+    same_outputs(day_root, res, s, '2024-06-19')
+
+
+def test_a_rewritten_bronze_file_makes_the_day_a_full_pass_that_folds_the_day_parts(day_root):
+    from stock_nbs.ingest import compact
+    s, st = settings(day_root), Store(day_root)
+    assert st.parts('gold', '1d')  # the days before left parts
+    compact(st, '1d', 1)
+    res = transform(s, progress=False, today='2024-06-19')
+    assert res.summary['pass'] == 'full'
+    assert st.parts('silver', '1d') == [] and st.parts('gold', '1d') == [] and st.parts('bronze', '1d') == []
