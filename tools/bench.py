@@ -38,7 +38,8 @@ def one(n, root, incremental, years=10):
         day = END + pd.offsets.BDay(1)
         kept = shutil.copytree(Path(root)/'kept'/'1d', Path(root)/'kept_before_the_day')  # the windows the full rebuild kept
         t0 = time.perf_counter(); ingest(s, run_date=day, progress=False); a = time.perf_counter() - t0
-        t0 = time.perf_counter(); transform(s, progress=False, today=day); b = time.perf_counter() - t0
+        t0 = time.perf_counter(); inc = transform(s, progress=False, today=day); b = time.perf_counter() - t0
+        out.update({f'incremental.{k}': v for k, v in inc.timings.items()}, incremental_pass=inc.summary['pass'])
         out.update(incremental_ingest=a, incremental_transform=b, incremental_total=a + b, incremental_share=(a + b) / out['full_total'])
         out.update(advance_bench(s, kept))
         out['incremental_equals_full_recompute'] = check_exact(s, day)
