@@ -105,7 +105,9 @@ def without(kept:KeptWindows, drop) -> KeptWindows:
 def combine(old:KeptWindows, new:KeptWindows, drop=()) -> KeptWindows:
     "`old` with the tickers of `new` replaced or added, and the tickers in `drop` removed."
     gone = set(new.tickers.ticker) | set(drop)
-    def pick(a, b): return pd.concat([a[~a.ticker.isin(gone)], b], ignore_index=True).sort_values('ticker', kind='stable', ignore_index=True)
+    def pick(a, b):  # (an empty frame's dtypes would cast every kept date)
+        a = a[~a.ticker.isin(list(gone))]
+        return (pd.concat([a, b], ignore_index=True) if len(b) else a).sort_values('ticker', kind='stable', ignore_index=True)
     return KeptWindows(pick(old.tickers, new.tickers), pick(old.bronze, new.bronze), pick(old.silver, new.silver))
 
 # %% ../nbs/09a_incremental.ipynb #3aa9a897
@@ -116,7 +118,7 @@ def _overlaid(kept:KeptWindows, names:np.ndarray, parts:list) -> tuple[pd.DataFr
     for k, (days, rows) in enumerate([({}, kept.bronze), *parts]):
         code = index.get_indexer(rows['ticker'])
         sel = code >= 0
-        pieces.append(pd.DataFrame({c: rows[c].to_numpy()[sel] for c in BAR_FIELDS}).assign(_code=code[sel], _rank=k,
+        pieces.append(pd.DataFrame({c: rows[c].to_numpy()[sel].astype('datetime64[ns]') if c == 'date' else rows[c].to_numpy()[sel] for c in BAR_FIELDS}).assign(_code=code[sel], _rank=k,
                       _hits=rows['hits'].to_numpy()[sel] if k == 0 else np.uint32(0)))
         at = index.get_indexer(list(days))
         since[at[at >= 0], k] = pd.to_datetime([v for t, v in days.items() if t in index]).as_unit('ns').asi8 if len(days) else []

@@ -11,9 +11,10 @@ from .config import StockNbsError, market_of
 from .sources import float_matrix
 
 # %% auto #0
-__all__ = ['REQUIRED_COLUMNS', 'ohlc_problems', 'validate_ohlc', 'detect_outliers', 'check_data_freshness', 'expected_sessions',
-           'session_days', 'missing_sessions', 'split_source_gaps', 'stale_runs', 'step_changes', 'first_future_day',
-           'future_dates', 'overnight_gaps', 'gap_steps', 'ticker_facts', 'finish_report', 'ticker_report',
+__all__ = ['FACT_COUNTS', 'FACT_COLUMNS', 'REQUIRED_COLUMNS', 'ohlc_problems', 'validate_ohlc', 'detect_outliers',
+           'check_data_freshness', 'expected_sessions', 'session_days', 'missing_sessions', 'split_source_gaps',
+           'stale_runs', 'step_changes', 'first_future_day', 'future_dates', 'overnight_gaps', 'gap_steps',
+           'ticker_facts', 'finish_report', 'ticker_report', 'no_facts', 'add_facts', 'report_facts',
            'get_data_quality_report', 'QualityGateError', 'output_gate', 'require_output_gate']
 
 # %% ../nbs/06_quality.ipynb #6f8d3307
@@ -23,13 +24,13 @@ def ohlc_problems(o:np.ndarray, h:np.ndarray, l:np.ndarray, c:np.ndarray) -> dic
 
 def validate_ohlc(df:pd.DataFrame) -> tuple[bool, list[str]]:
     "Open-high-low-close relationships and positive closes: (is_valid, errors)."
-    m = ohlc_problems(*float_matrix(df, ['open', 'high', 'low', 'close']).T)
-    errors = []
-    if (n := int(m['high_low'].sum())): errors.append(f"High < Low violation detected ({n} rows)")
-    if m['high'].any(): errors.append("High not >= Open/Close")
-    if m['low'].any(): errors.append("Low not <= Open/Close")
-    if m['close'].any(): errors.append("Non-positive close prices found")
+    errors = _ohlc_errors({k: int(m.sum()) for k, m in ohlc_problems(*float_matrix(df, ['open', 'high', 'low', 'close']).T).items()})
     return len(errors) == 0, errors
+
+def _ohlc_errors(rows:dict) -> list[str]:
+    "The seeds' error texts from the rows breaking each of `ohlc_problems`' checks."
+    return ([f"High < Low violation detected ({rows['high_low']} rows)"] if rows['high_low'] else []) + (["High not >= Open/Close"] if rows['high'] else []) \
+           + (["Low not <= Open/Close"] if rows['low'] else []) + (["Non-positive close prices found"] if rows['close'] else [])
 
 def detect_outliers(df:pd.DataFrame, method:str='iqr', threshold:float=3.0, columns=('open', 'high', 'low', 'close', 'volume')) -> dict:
     "Outlier masks per column by the seeds' IQR (1.5 IQR) or z-score (`threshold` sigmas) rule."
@@ -152,10 +153,10 @@ def gap_steps(bars:dict, sigmas:float, min_tickers:int=5) -> pd.DataFrame:
 # %% ../nbs/06_quality.ipynb #52b91206
 _FLAGGED = ['flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired']
 
-def _dates_text(dates, n:int=5) -> str:
-    "First few dates as text for a report cell."
-    dates = [pd.Timestamp(d).strftime('%Y-%m-%d') for d in dates]
-    return ', '.join(dates[:n]) + (f' (+{len(dates) - n})' if len(dates) > n else '')
+def _dates_text(dates, n:int=5, total:int|None=None) -> str:
+    "First few dates as text for a report cell (`total`: how many there are, when `dates` holds only the first)."
+    dates, total = [pd.Timestamp(d).strftime('%Y-%m-%d') for d in dates[:n]], len(dates) if total is None else total
+    return ', '.join(dates) + (f' (+{total - n})' if total > n else '')
 
 def ticker_facts(silver:pd.DataFrame, ticker:str, q, clean_counts:dict|None=None, today=None, sessions=None) -> dict:
     "Everything in a ticker's report that needs only its own bars (`sessions`: its `missing_sessions` if already known); `finish_report` adds the rest."
@@ -186,7 +187,120 @@ def ticker_report(silver:pd.DataFrame, ticker:str, q, clean_counts:dict|None=Non
     "Quality of one ticker's silver bars under the `[quality]` settings `q`: one report row (`sessions`: its `missing_sessions` if already known)."
     return finish_report(ticker_facts(silver, ticker, q, clean_counts, today, sessions), source_gaps)
 
-# %% ../nbs/06_quality.ipynb #359f1204
+# %% ../nbs/06_quality.ipynb #57cc6693
+FACT_COUNTS = ['rows', 'days', 'extra_sessions', 'null_rows', 'flagged_rows', 'ohlc_high_low', 'ohlc_high', 'ohlc_low', 'ohlc_close',
+               'stale_runs', 'stale_sessions', 'tail_run', 'steps', 'step_days']
+FACT_COLUMNS = [*FACT_COUNTS, 'first_date', 'last_date', 'last_close', 'last_volume', 'missing', 'step_first']
+_DAY = np.int64(86_400 * 10**9)
+
+def no_facts(n:int) -> pd.DataFrame:
+    "The running facts of `n` tickers without rows."
+    nat = np.full(n, np.datetime64('NaT'), 'datetime64[ns]')
+    return pd.DataFrame({**{k: np.zeros(n, np.int64) for k in FACT_COUNTS}, 'first_date': nat, 'last_date': nat.copy(), 'last_close': np.full(n, np.nan),
+                         'last_volume': np.full(n, np.nan), 'missing': [np.array([], 'datetime64[ns]')] * n, 'step_first': [np.array([], 'datetime64[ns]')] * n})
+
+def _by(codes:np.ndarray, n:int, weights=None) -> np.ndarray:
+    "Per-ticker sums (counts without `weights`) as int64."
+    return np.bincount(codes, weights=weights, minlength=n).astype(np.int64)
+
+def _split(values:np.ndarray, owners:np.ndarray, n:int) -> list:
+    "`values` (sorted by owner) as one array per ticker."
+    return np.split(values, np.searchsorted(owners, np.arange(1, n)))
+
+def _missing_and_extra(day:np.ndarray, prev:np.ndarray, had:np.ndarray, codes:np.ndarray, calendars:list, n:int) -> tuple[np.ndarray, list]:
+    "Days off each ticker's calendar, and the sessions its rows skip (per row: the sessions strictly between the previous row's day and its own)."
+    extra, owners, dates = np.zeros(n, np.int64), [], []
+    for code in sorted({c for c in calendars if c is not None}):
+        cal = _calendar(code)
+        s = expected_sessions(code, cal.first_session.tz_localize(None), cal.last_session.tz_localize(None)).to_numpy().astype('datetime64[ns]').view(np.int64)
+        on = np.isin(codes, [i for i, c in enumerate(calendars) if c == code])
+        d, p, h, k = day[on], prev[on], had[on], codes[on]
+        at = np.searchsorted(s, d)
+        session = s[np.minimum(at, len(s) - 1)] == d
+        extra += _by(k[~session & (d <= s[-1])], n)
+        after = np.searchsorted(s, p, side='right')
+        skip = np.where(h, np.maximum(at - after, 0), 0)
+        lens, first = skip[skip > 0], after[skip > 0]
+        pos = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(first, lens)
+        owners.append(np.repeat(k[skip > 0], lens)); dates.append(s[pos])
+    owners, dates = (np.concatenate(owners), np.concatenate(dates)) if owners else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    order = np.argsort(owners, kind='stable')
+    return extra, _split(dates[order].astype('datetime64[ns]'), owners[order], n)
+
+def add_facts(facts:pd.DataFrame, rows:pd.DataFrame, codes:np.ndarray, calendars:list, q, today=None) -> tuple[pd.DataFrame, np.ndarray]:
+    "(the running facts of each ticker after its silver `rows`, the future days among them): `rows` sorted by (ticker code, date), after each ticker's last date; `calendars`: each ticker's exchange calendar (or None)."
+    n, f = len(facts), facts
+    c, v = (rows[k].to_numpy(dtype=np.float64, na_value=np.nan) for k in ('close', 'volume'))
+    d = rows['date'].to_numpy().astype('datetime64[ns]').view(np.int64)
+    first = np.r_[True, codes[1:] != codes[:-1]] if len(codes) else np.zeros(0, bool)
+    last = np.r_[codes[1:] != codes[:-1], True] if len(codes) else np.zeros(0, bool)
+    rows_before = f['rows'].to_numpy()
+    had = ~first | (rows_before[codes] > 0)  # a row before this one
+    prev_c = np.where(first, f['last_close'].to_numpy()[codes], np.r_[np.nan, c[:-1]])
+    prev_v = np.where(first, f['last_volume'].to_numpy()[codes], np.r_[np.nan, v[:-1]])
+    prev_d = np.where(first, f['last_date'].to_numpy().astype('datetime64[ns]').view(np.int64)[codes], np.r_[0, d[:-1]])
+    day, prev_day = d - d % _DAY, prev_d - prev_d % _DAY
+    new_day = ~had | (day != prev_day)
+    extra, missing = _missing_and_extra(day, prev_day, had & new_day, codes, calendars, n)
+    o, h, l = (rows[k].to_numpy(dtype=np.float64, na_value=np.nan) for k in ('open', 'high', 'low'))
+    bad = ohlc_problems(o, h, l, c)
+    flags = [rows[k].to_numpy(dtype=bool) for k in _FLAGGED if k in rows]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        brk = ~had | ((c - prev_c) != 0)  # a new run of equal closes, as `stale_runs` cuts them
+        pc, vc = c / prev_c - 1, np.where(v == 0, np.nan, v) / np.where(prev_v == 0, np.nan, prev_v) - 1
+        price_hit, volume_hit = np.abs(pc) > q['step_price'], np.abs(vc) > q['step_volume']
+    start = first | brk
+    run = np.cumsum(start) - 1
+    size, owner = np.bincount(run, minlength=int(start.sum())).astype(np.int64), codes[start]
+    go_on = first & ~brk  # the ticker's first row continues the run its earlier rows ended with
+    size[run[go_on]] += f['tail_run'].to_numpy()[codes[go_on]]
+    open_run = np.zeros(len(size), bool)
+    open_run[run[last]] = True  # each ticker's last run may go on with its next rows
+    long = ~open_run & (size >= q['stale_sessions'])
+    ended = np.isin(np.arange(n), codes[first & brk]) & (f['tail_run'].to_numpy() >= q['stale_sessions'])  # the run its earlier rows ended with is over
+    tail = f['tail_run'].to_numpy().copy()
+    tail[codes[last]] = size[run[last]]
+    hit = price_hit | volume_hit
+    firsts = [np.concatenate([a, b])[:5] for a, b in zip(f['step_first'], _split(d[hit].astype('datetime64[ns]'), codes[hit], n))]
+    lastrow = np.flatnonzero(last)
+    out = pd.DataFrame({
+        'rows': rows_before + _by(codes, n), 'days': f['days'].to_numpy() + _by(codes[new_day], n), 'extra_sessions': f['extra_sessions'].to_numpy() + extra,
+        'null_rows': f['null_rows'].to_numpy() + _by(codes[np.isnan(np.column_stack([o, h, l, c, v])).any(axis=1)], n),
+        'flagged_rows': f['flagged_rows'].to_numpy() + (_by(codes[np.logical_or.reduce(flags)], n) if flags else 0),
+        **{f'ohlc_{k}': f[f'ohlc_{k}'].to_numpy() + _by(codes[m], n) for k, m in bad.items()},
+        'stale_runs': f['stale_runs'].to_numpy() + _by(owner[long], n) + ended,
+        'stale_sessions': f['stale_sessions'].to_numpy() + _by(owner[long], n, size[long]) + np.where(ended, f['tail_run'].to_numpy(), 0),
+        'tail_run': tail, 'steps': f['steps'].to_numpy() + _by(codes[price_hit], n) + _by(codes[volume_hit], n),
+        'step_days': f['step_days'].to_numpy() + _by(codes[hit & new_day], n),
+        'first_date': np.where(rows_before > 0, f['first_date'].to_numpy().astype('datetime64[ns]'), np.full(n, np.datetime64('NaT'), 'datetime64[ns]')),
+        'last_date': f['last_date'].to_numpy().astype('datetime64[ns]').copy(), 'last_close': f['last_close'].to_numpy().copy(),
+        'last_volume': f['last_volume'].to_numpy().copy(), 'missing': [np.concatenate([a, b]) for a, b in zip(f['missing'], missing)], 'step_first': firsts})
+    firstrow = np.flatnonzero(first)
+    no_before = rows_before[codes[firstrow]] == 0
+    out.loc[codes[firstrow[no_before]], 'first_date'] = d[firstrow[no_before]].astype('datetime64[ns]')
+    for k, x in (('last_date', d.astype('datetime64[ns]')), ('last_close', c), ('last_volume', v)): out.loc[codes[lastrow], k] = x[lastrow]
+    future = _by(codes[new_day & (day >= first_future_day(today).value)], n)
+    return out, future
+
+def report_facts(facts:pd.DataFrame, future:np.ndarray, tickers:list, q, clean_counts:list) -> list[dict]:
+    "`ticker_facts` of each ticker from its running facts (`add_facts`' first result) and future days (its second; its rows before the last ones added must have none)."
+    col = {k: facts[k].to_numpy() for k in facts.columns}
+    tail = col['tail_run']
+    still = tail >= q['stale_sessions']  # a run of equal closes at the end counts too
+    out = []
+    for i, t in enumerate(tickers):
+        counts = clean_counts[i] or {}
+        errors = _ohlc_errors({k: col[f'ohlc_{k}'][i] for k in ('high_low', 'high', 'low', 'close')})
+        out.append(dict(ticker=t, rows=int(col['rows'][i]), first_date=pd.Timestamp(col['first_date'][i]), last_date=pd.Timestamp(col['last_date'][i]),
+                        missing=pd.DatetimeIndex(col['missing'][i]), days=int(col['days'][i]), extra_sessions=int(col['extra_sessions'][i]),
+                        null_rows=int(col['null_rows'][i]), ohlc_valid=not errors, ohlc_errors='; '.join(errors), flagged_rows=int(col['flagged_rows'][i]),
+                        dropped_rows=sum(v for k, v in counts.items() if k.endswith('_dropped') and not k.startswith('duplicates')),
+                        stale_runs=int(col['stale_runs'][i] + still[i]), stale_sessions=int(col['stale_sessions'][i] + (tail[i] if still[i] else 0)),
+                        steps=int(col['steps'][i]), step_days=int(col['step_days'][i]), step_dates=_dates_text(col['step_first'][i], total=int(col['step_days'][i])),
+                        future_dates=int(future[i]), clean_counts=json.dumps(counts)))
+    return out
+
+# %% ../nbs/06_quality.ipynb #8f626f25
 def get_data_quality_report(df:pd.DataFrame, ticker:str="") -> dict:
     "The seeds' report: rows, date range, completeness, OHLC validation, outlier counts and quality_score."
     nulls = df.isnull().sum()
@@ -197,7 +311,7 @@ def get_data_quality_report(df:pd.DataFrame, ticker:str="") -> dict:
             "outliers": {c: int(m.sum()) for c, m in detect_outliers(df).items()},
             "quality_score": 100 - nulls.sum() / max(len(df) * len(df.columns), 1) * 100}
 
-# %% ../nbs/06_quality.ipynb #8f626f25
+# %% ../nbs/06_quality.ipynb #29b2bd0d
 class QualityGateError(StockNbsError):
     "The consolidated dataset failed the output gate."
 
