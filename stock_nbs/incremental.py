@@ -41,8 +41,8 @@ def kept_rows(rules) -> int:
     return int(rules['outlier_window']) + 80
 
 def _columns(df:pd.DataFrame, cols, rows=slice(None)) -> dict:
-    "Columns of `df` (rows `rows`) as numpy arrays."
-    return {c: df[c].to_numpy()[rows] for c in cols}
+    "Columns of `df` (rows `rows`) as numpy arrays, dates in ns (as every window keeps them)."
+    return {c: df[c].to_numpy()[rows].astype('datetime64[ns]') if c == 'date' else df[c].to_numpy()[rows] for c in cols}
 
 def _ns(dates:pd.Series) -> np.ndarray:
     "Dates as int64 nanoseconds (comparable whatever unit the frame holds)."
@@ -85,7 +85,8 @@ def kept_windows(entries:list) -> KeptWindows:
     tickers = pd.DataFrame({'ticker': [e['ticker'] for e in entries], 'cut': pd.to_datetime([e['cut'] for e in entries]),
                             'tail': [e['tail'] for e in entries], **{k: [e['smooth'][k] for e in entries] for k in smooth},
                             **{k: [e[k] for e in entries] for k in ('rows_before', 'silver_before', 'gold_before')},
-                            **dict(zip(HIT_KEYS, np.array([e['hits_before'] for e in entries], np.int64).reshape(-1, len(HIT_KEYS)).T))})
+                            **dict(zip(HIT_KEYS, np.array([e['hits_before'] for e in entries], np.int64).reshape(-1, len(HIT_KEYS)).T)),
+                            **{k: [e['keep'][k] for e in entries] for k in (entries[0].get('keep') or {} if entries else {})}})  # what a caller keeps with a window
     return KeptWindows(tickers, _long(entries, 'bronze', [*BAR_FIELDS, 'hits']), _long(entries, 'silver', SILVER_COLUMNS))
 
 def window_counts(kept:KeptWindows) -> dict:

@@ -9,7 +9,7 @@ from contextlib import nullcontext, ExitStack
 from logging.handlers import RotatingFileHandler
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq
+import numpy as np, pandas as pd, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers
 from .ingest import ingest, check_run_date
@@ -19,13 +19,13 @@ from .clean import clean_bars, RowHits
 from .incremental import KeptWindows, Advanced, ticker_window, kept_windows, combine, without, kept_rows, hit_bits, advance, window_counts
 from .features import compute_features
 from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
-from .quality import first_future_day, ohlc_problems, ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, gap_steps, output_gate, _dates_text
+from .quality import first_future_day, ohlc_problems, ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, long_gap_steps, output_gate, _dates_text, add_facts, no_facts, report_facts, FACT_COLUMNS
 
 # %% auto #0
 __all__ = ['log', 'KEPT_FILES', 'KEPT_VERSION', 'FULL_PASS_SHARE', 'FULL_PASS_FEW', 'WHOLE_HISTORY', 'TransformResult',
-           'TickerResult', 'quality_settings', 'GateTally', 'load_windows', 'save_windows', 'DayPlan', 'plan_day',
-           'transform', 'setup_logging', 'drift_stage', 'failure_share_problem', 'RunFailed', 'new_run_id',
-           'code_version', 'DailyRun', 'prune_runs', 'start_run']
+           'TickerResult', 'quality_settings', 'GateTally', 'day_tally', 'load_windows', 'save_windows', 'save_gaps',
+           'load_gaps', 'DayPlan', 'plan_day', 'transform', 'setup_logging', 'drift_stage', 'failure_share_problem',
+           'RunFailed', 'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #dc1e0022
 log = logging.getLogger('stock_nbs.pipeline')
@@ -79,6 +79,10 @@ def _one_ticker(store:Store, settings:Settings, interval:str, ticker:str, fx:pd.
     gaps = overnight_gaps(silver) if interval == '1d' else None
     t5 = time.perf_counter()
     window = ticker_window(ticker, bronze, hit_bits(hits, len(bronze)), silver, gold, settings.features, kept_rows(settings.clean)) if interval == '1d' else None
+    if window is not None:  # the quality facts of its rows before the window, which a day from the window adds to
+        cs = window['silver_before']
+        before, _ = add_facts(no_facts(1), silver.iloc[:cs], np.zeros(cs, np.int64), [market_of(ticker).calendar], quality_settings(settings, interval), today)
+        window['keep'] = {f'q_{k}': before[k].iloc[0] for k in FACT_COLUMNS}
     return TickerResult(ticker, '', dataset_table(table, interval), facts, gaps, counts,
                         dict(read=t1 - t0, clean=t2 - t1, features=t3 - t2, write=t4 - t3, quality=t5 - t4, window=time.perf_counter() - t5), window)
 
@@ -105,18 +109,35 @@ def _fx_silver(store:Store, settings:Settings, interval:str) -> pd.DataFrame|Non
     return None if bronze is None else clean_bars(bronze, fx_ticker, settings.clean)[0]
 
 # %% ../nbs/09_pipeline.ipynb #fc4e91e3
-def _quality(done:dict, settings:Settings) -> tuple[pd.DataFrame, dict]:
-    "Per-ticker quality reports and the run summary from the tickers' results (ticker -> `TickerResult`)."
+def _long_gaps(done:dict, extra=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "The overnight gaps of the results (`TickerResult.gaps`) and `extra` (names, codes, dates, gaps) as one set of long arrays."
+    series = {t: r.gaps for t, r in done.items() if r.gaps is not None and len(r.gaps)}
+    names = np.array(list(series), dtype=object)
+    codes = np.repeat(np.arange(len(names)), [len(g) for g in series.values()])
+    dates = np.concatenate([g.index.to_numpy().astype('datetime64[ns]') for g in series.values()]) if series else np.zeros(0, 'datetime64[ns]')
+    gaps = np.concatenate([g.to_numpy(np.float64) for g in series.values()]) if series else np.zeros(0)
+    if extra is None: return names, codes, dates, gaps
+    en, ec, ed, eg = extra
+    return np.r_[names, en], np.r_[codes, ec + len(names)], np.r_[dates, ed.astype('datetime64[ns]')], np.r_[gaps, eg]
+
+def _quality(done:dict, settings:Settings, gaps=None) -> tuple[pd.DataFrame, dict]:
+    "Per-ticker quality reports and the run summary from the tickers' results (ticker -> `TickerResult`) and the overnight gaps of those whose result has none (`_long_gaps`' arrays)."
     q = settings.quality
     wide, _ = split_source_gaps({t: r.facts['missing'] for t, r in done.items() if market_of(t).calendar == 'XBOM'}, q['source_gap_share'])
     rows = [finish_report(r.facts, wide) for r in done.values()]
     counts = {t: r.counts for t, r in done.items()}
-    gaps = {t: r.gaps for t, r in done.items() if r.gaps is not None}  # daily only: overnight gaps are a daily notion
-    markets = {market_of(t).calendar for t in gaps} - {None}  # gaps net of each exchange's own market move
-    steps = pd.concat([gap_steps({t: g for t, g in gaps.items() if market_of(t).calendar == m}, q['gap_sigmas']) for m in sorted(markets)]
-                      or [gap_steps({}, 1)], ignore_index=True)
+    names, codes, dates, values = _long_gaps(done, gaps)  # daily only: overnight gaps are a daily notion
+    market = np.array([market_of(t).calendar for t in names], dtype=object)
+    pieces = []
+    for m in sorted(set(market) - {None}):  # gaps net of each exchange's own market move
+        mine = market == m
+        at = mine[codes]
+        pieces.append(long_gap_steps(names[mine], (np.cumsum(mine) - 1)[codes[at]], dates[at], values[at], q['gap_sigmas']))
+    steps = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=['ticker', 'date', 'gap', 'sigmas'])
     rep = pd.DataFrame(rows)
     if len(rep):
+        for k in ('first_date', 'last_date'):  # daily dates in ns, whichever way the facts came (intraday: each ticker's own timezone, as they are)
+            if rep[k].dtype.kind == 'M': rep[k] = rep[k].astype('datetime64[ns]')
         per = {t: sorted(g.date) for t, g in steps.groupby('ticker')}
         rep['gap_steps'] = [len(per.get(t, [])) for t in rep.ticker]
         rep['gap_step_dates'] = [_dates_text(per.get(t, [])) for t in rep.ticker]
@@ -129,26 +150,45 @@ def _quality(done:dict, settings:Settings) -> tuple[pd.DataFrame, dict]:
 # %% ../nbs/09_pipeline.ipynb #f6314358
 class GateTally:
     "The output gate's view of the consolidated dataset, gathered row group by row group as it is written."
-    def __init__(self, today=None): self.today, self.rows, self.columns, self.suspect = today, 0, [], []
+    def __init__(self, today=None): self.today, self.rows, self.columns, self.suspect, self.per_ticker = today, 0, [], [], {}
 
     def __call__(self, group:pa.Table):
-        "Count a row group and keep its rows with an OHLC violation, a non-positive close or a date after today."
+        "Count a row group (per ticker too) and keep its rows with an OHLC violation, a non-positive close or a date after today."
         self.rows, self.columns = self.rows + group.num_rows, group.schema.names
-        cols = [c for c in ('date', 'open', 'high', 'low', 'close') if c in self.columns]
+        if 'ticker' in self.columns:
+            for x in pc.value_counts(group['ticker']).to_pylist(): self.per_ticker[x['values']] = self.per_ticker.get(x['values'], 0) + x['counts']
+        cols = [c for c in ('ticker', 'date', 'open', 'high', 'low', 'close') if c in self.columns]
         g, bad = group.select(cols), np.zeros(group.num_rows, bool)
         if {'open', 'high', 'low', 'close'} <= set(cols):  # the seeds' checks, as `validate_ohlc` makes them (nulls become NaN: never a break)
             bad |= np.logical_or.reduce(list(ohlc_problems(*(g[k].to_numpy().astype(np.float64) for k in ('open', 'high', 'low', 'close'))).values()))
         if 'date' in cols: bad |= g['date'].to_numpy() >= np.datetime64(first_future_day(self.today))  # intraday: UTC stamps, as `future_dates` sees them
         if bad.any(): self.suspect.append(g.filter(pa.array(bad)))
 
+    def suspects(self) -> pd.DataFrame:
+        "The rows kept so far."
+        if self.suspect: return pd.concat([t.to_pandas() for t in self.suspect], ignore_index=True)
+        return pd.DataFrame(columns=[c for c in ('ticker', 'date', 'open', 'high', 'low', 'close') if c in self.columns])
+
     def failures(self, min_rows:int) -> list[str]:
         "Failed output-gate checks (empty: passed)."
-        rows = pa.concat_tables(self.suspect).to_pandas() if self.suspect else pd.DataFrame(columns=[c for c in ('date', 'open', 'high', 'low', 'close') if c in self.columns])
-        return output_gate(rows, min_rows, today=self.today, columns=self.columns, rows=self.rows)
+        return output_gate(self.suspects(), min_rows, today=self.today, columns=self.columns, rows=self.rows)
+
+def day_tally(kept:GateTally, today, columns:list, new:pa.Table, since:dict, rows:dict) -> GateTally:
+    "The gate's view of the dataset after a day: `kept` (the last pass's tally) with each ticker in `since` replaced from its date on by its rows in `new`, and the tickers in `rows` holding that many rows."
+    day = GateTally(today)
+    day(new)
+    old = kept.suspects()
+    if len(old) and since:  # the kept suspect rows the day's part replaces
+        start = old.ticker.map({t: pd.Timestamp(d) for t, d in since.items()})
+        old = old[start.isna() | (old.date < start)]
+    day.suspect = [pa.Table.from_pandas(old, preserve_index=False), *day.suspect] if len(old) else day.suspect
+    day.per_ticker = kept.per_ticker | rows
+    day.rows, day.columns = sum(day.per_ticker.values()), columns
+    return day
 
 # %% ../nbs/09_pipeline.ipynb #d964e65c
 KEPT_FILES = ('tickers', 'bronze', 'silver')
-KEPT_VERSION = 2  # what a window holds; windows of another version are not read
+KEPT_VERSION = 3  # what a window holds; windows of another version are not read
 
 def _bronze_stat(store:Store, interval:str, tickers) -> tuple[np.ndarray, np.ndarray]:
     "Size and change time (ns) of each ticker's bronze file (-1: none): a window is only good while its bronze file is the one it was cut from."
@@ -167,10 +207,23 @@ def load_windows(store:Store, settings:Settings, interval:str) -> KeptWindows|No
     except (OSError, pa.ArrowException): return None
     metas = [json.loads((t.schema.metadata or {}).get(b'stock_nbs.kept', b'{}')) for t in tables]
     if len({m.get('token') for m in metas}) != 1 or metas[0].get('settings') != _kept_fingerprint(settings): return None
-    return KeptWindows(*(t.replace_schema_metadata(None).to_pandas() for t in tables))
+    kept = KeptWindows(*(t.replace_schema_metadata(None).to_pandas() for t in tables))
+    kept.gap_parts = metas[0].get('gaps', [])  # the parts of the kept overnight gaps this window set goes with
+    kept.gate = _load_gate(folder/'gate.parquet', metas[0]['token'])
+    return kept
 
-def save_windows(store:Store, settings:Settings, interval:str, done:dict, kept:KeptWindows|None=None, continued=()):
-    "Keep the windows of a pass's tickers (`TickerResult`s by ticker) over `kept` (default: the ones kept before), `continued` tickers' windows now holding every bronze part; a ticker without one (failed, short history) loses its old one."
+def _load_gate(path:Path, token:str) -> GateTally|None:
+    "The gate's view of the dataset kept with the windows of `token` (None: none, or kept with other windows)."
+    try: t = pq.read_table(path)
+    except (OSError, pa.ArrowException): return None
+    state = json.loads((t.schema.metadata or {}).get(b'stock_nbs.gate', b'{}'))
+    if state.get('token') != token: return None
+    gate = GateTally(pd.Timestamp(state['first_future_day']) - pd.Timedelta(days=1))
+    gate.per_ticker, gate.suspect, gate.columns = state['rows'], [t.replace_schema_metadata(None)] if t.num_rows else [], t.schema.names
+    return gate
+
+def save_windows(store:Store, settings:Settings, interval:str, done:dict, kept:KeptWindows|None=None, continued=(), gap_parts:list=(), gate:GateTally|None=None):
+    "Keep the windows of a pass's tickers (`TickerResult`s by ticker) over `kept` (default: the ones kept before), `continued` tickers' windows now holding every bronze part, with the kept gaps' parts `gap_parts`; a ticker without one (failed, short history) loses its old one."
     parts = store.parts('bronze', interval)
     newest = parts[-1][0] if parts else 0
     new = kept_windows([r.window for r in done.values()])
@@ -183,9 +236,47 @@ def save_windows(store:Store, settings:Settings, interval:str, done:dict, kept:K
         size, mtime = _bronze_stat(store, interval, t.ticker[at])
         for col, v in (('bronze_size', size), ('bronze_mtime', mtime), ('parts_seq', newest)): t.loc[at, col] = v
     kept = new if old is None else combine(old, new, drop=[t for t, r in done.items() if r.window is None])
-    meta = {b'stock_nbs.kept': json.dumps(dict(token=uuid.uuid4().hex, settings=_kept_fingerprint(settings)))}
+    token = uuid.uuid4().hex
+    meta = {b'stock_nbs.kept': json.dumps(dict(token=token, settings=_kept_fingerprint(settings), gaps=list(gap_parts)))}
+    if gate is not None:  # the gate's view of the dataset, which a day's pass goes on from (written first: the windows' token names it)
+        state = dict(token=token, rows=gate.per_ticker, first_future_day=str(first_future_day(gate.today)))
+        store._write_table(pa.Table.from_pandas(gate.suspects(), preserve_index=False).replace_schema_metadata({b'stock_nbs.gate': json.dumps(state)}),
+                           store.root/'kept'/interval/'gate.parquet')
     for k in KEPT_FILES:
         store._write_table(pa.Table.from_pandas(getattr(kept, k), preserve_index=False).replace_schema_metadata(meta), store.root/'kept'/interval/f'{k}.parquet')
+    for p in (store.root/'kept'/interval/'gaps').glob('*.parquet'):  # parts no window set refers to any more
+        if p.stem not in {str(x) for x in gap_parts}: p.unlink(missing_ok=True)
+
+def save_gaps(store:Store, interval:str, names:np.ndarray, codes:np.ndarray, dates:np.ndarray, gaps:np.ndarray, since:dict) -> int:
+    "Write a part of the kept overnight gaps (ticker `names[codes]`, date, log gap; its rows replace each ticker's kept gaps from `since[ticker]` on); its number."
+    seq = time.time_ns()
+    table = pa.table({'ticker': pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(list(names), pa.string())),
+                      'date': pa.array(dates.astype('datetime64[ns]')), 'gap': pa.array(gaps, pa.float64())})
+    meta = {b'stock_nbs.since': json.dumps({t: pd.Timestamp(d).isoformat() for t, d in since.items()})}
+    store._write_table(table.replace_schema_metadata(meta), store.root/'kept'/interval/'gaps'/f'{seq}.parquet')
+    return seq
+
+def load_gaps(store:Store, interval:str, parts:list, names:np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "The kept overnight gaps of `names` (sorted) from the parts `parts`, later parts laid over earlier ones: (ticker code, date, log gap), sorted by (code, date)."
+    index, pieces = pd.Index(names), []
+    for k, seq in enumerate(parts):
+        path = store.root/'kept'/interval/'gaps'/f'{seq}.parquet'
+        try: t = pq.read_table(path, read_dictionary=['ticker'])
+        except (OSError, pa.ArrowException) as e: raise StockNbsError(f"kept gaps {path} are unreadable ({e}); run `stock-nbs transform --full` to rebuild them") from None
+        tick = t['ticker'].combine_chunks()
+        code = index.get_indexer(tick.dictionary.to_pylist())[tick.indices.to_numpy(zero_copy_only=False)] if len(tick) else np.zeros(0, np.int64)
+        since = np.full(len(names), np.iinfo(np.int64).max)
+        days = json.loads(t.schema.metadata[b'stock_nbs.since'])
+        at = index.get_indexer(list(days))
+        since[at[at >= 0]] = [pd.Timestamp(v).value for x, v in zip(at, days.values()) if x >= 0]
+        pieces.append((code, t['date'].to_numpy().astype('datetime64[ns]').view(np.int64), t['gap'].to_numpy(), since))
+    if not pieces: return np.zeros(0, np.int64), np.zeros(0, 'datetime64[ns]'), np.zeros(0)
+    code, date, gap = (np.concatenate([p[i] for p in pieces]) for i in range(3))
+    rank = np.repeat(np.arange(len(pieces)), [len(p[0]) for p in pieces])
+    keep = code >= 0
+    for k, (*_, since) in enumerate(pieces): keep &= ~((rank < k) & (date >= since[np.maximum(code, 0)]))  # a later part replaces from its date on
+    order = np.lexsort((date[keep], code[keep]))
+    return code[keep][order], date[keep][order].view('datetime64[ns]'), gap[keep][order]
 
 # %% ../nbs/09_pipeline.ipynb #3448b075
 FULL_PASS_SHARE, FULL_PASS_FEW = 0.05, 10  # a day takes the full pass when more tickers need one than this share of the run, and than this few (at most half the run)
@@ -201,6 +292,7 @@ class DayPlan:
     advanced: Advanced  # the windows advanced by the day's bronze parts, without the tickers in `full`
     continued: list  # tickers continued from their windows (with or without new rows today)
     full: dict  # ticker -> why it takes the full pass
+    before: KeptWindows|None = None  # the windows as kept, before the day
 
 def _without_tickers(adv:Advanced, drop) -> Advanced:
     "`adv` without the tickers in `drop` (they take the full pass)."
@@ -235,7 +327,7 @@ def _fx_revisions(store:Store, interval:str, settings:Settings, kept:KeptWindows
     if fx_since is None: return {}
     return {t: f'{fx_t} was re-fetched from {fx_since:%Y-%m-%d}, before its own new rows' for t in usd if fx_since < adv.since.get(t, pd.Timestamp.max)}
 
-def plan_day(store:Store, settings:Settings, interval:str, tickers:list, fx:pd.DataFrame|None) -> DayPlan|None:
+def plan_day(store:Store, settings:Settings, interval:str, tickers:list, fx:pd.DataFrame|None, today=None) -> DayPlan|None:
     "Advance the kept windows of `tickers` by the bronze parts they lack; None when the day takes the full pass (not daily, extra TA-Lib features, no dataset or windows, too many tickers needing one)."
     if interval != '1d' or settings.features['extra'] or not store.consolidated_path(interval).exists(): return None
     kept = load_windows(store, settings, interval)
@@ -247,9 +339,11 @@ def plan_day(store:Store, settings:Settings, interval:str, tickers:list, fx:pd.D
     adv = advance(kept, [({t: d for t, d in since.items() if t in go}, rows) for since, rows in day], settings.clean, settings.features,
                   fx, settings.universe.base_currency, settings.universe.fx_ticker)
     full |= adv.left | _fx_revisions(store, interval, settings, kept, day, adv, sorted(go - set(adv.left)))
+    late = adv.kept.tickers[adv.kept.tickers.ticker.isin(list(go)) & (adv.kept.tickers.cut >= first_future_day(today))].ticker
+    full |= {t: 'its window starts after the run date (the run date went back)' for t in late}  # its earlier facts hold no future day otherwise
     if _too_many(full, tickers): return None
     for t, why in full.items(): log.info("%s: full pass: %s", t, why)
-    return DayPlan(_without_tickers(adv, full), sorted(go - set(full)), full)
+    return DayPlan(_without_tickers(adv, full), sorted(go - set(full)), full, kept)
 
 # %% ../nbs/09_pipeline.ipynb #fb7d42c8
 def _store_quality(store:Store, interval:str, rep:pd.DataFrame, summary:dict) -> Path:
@@ -272,8 +366,8 @@ def _dataset_stream(results, run_tickers:list, universe, done:dict, timings:dict
         if r is not None: r.gold = None  # written: free it
     timings['waiting'] = waiting
 
-def _full_pass(store:Store, settings:Settings, interval:str, tickers:list, fx, today, bar, timings:dict) -> tuple[dict, Path|None, GateTally]:
-    "Every ticker bronze to gold in the workers, streamed into a new consolidated dataset; the derived parts it holds are dropped."
+def _full_pass(store:Store, settings:Settings, interval:str, tickers:list, fx, today, bar, timings:dict) -> tuple:
+    "Every ticker bronze to gold in the workers, streamed into a new consolidated dataset; the derived parts it holds are dropped; (results, dataset, gate tally, None, kept gap parts)."
     upto = {layer: (store.parts(layer, interval) or [(0, None)])[-1][0] for layer in ('silver', 'gold')}
     t0 = time.perf_counter()
     with TickerPool(settings.run.workers, len(tickers)) as pool, bar:
@@ -284,32 +378,96 @@ def _full_pass(store:Store, settings:Settings, interval:str, tickers:list, fx, t
     written = {t for t, r in done.items() if not r.error}
     for layer, seq in upto.items():  # parts every ticker's new file (and the new dataset) holds
         if seq and dataset is not None and set(store.pending_tickers(layer, interval)) <= written: store.drop_parts(layer, interval, seq)
-    return done, dataset, tally
+    gap_parts = []
+    if interval == '1d':
+        t0 = time.perf_counter()
+        old = load_windows(store, settings, interval)
+        gap_parts = [*(old.gap_parts if old is not None and not set(old.tickers.ticker) <= written else []), save_gaps(store, interval, *_prefix_gaps(done))]
+        timings['gaps_part'] = time.perf_counter() - t0
+    return done, dataset, tally, None, gap_parts
 
-def _day_pass(store:Store, settings:Settings, interval:str, tickers:list, fx, today, plan:DayPlan, bar, timings:dict) -> tuple[dict, Path, GateTally]:
-    "The continued tickers' new silver and gold as one part each, the others through the full pass; quality facts of every ticker; the gate on the dataset with the parts laid over."
+def _segment_gaps(rows:pd.DataFrame, codes:np.ndarray, last_close:np.ndarray, rows_before:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Overnight log gaps of `rows` (sorted by ticker code, date), each ticker's first row against the last close of its earlier rows; and which rows have an earlier row."
+    o, c = (rows[k].to_numpy(dtype=np.float64, na_value=np.nan) for k in ('open', 'close'))
+    first = np.r_[True, codes[1:] != codes[:-1]] if len(codes) else np.zeros(0, bool)
+    with np.errstate(divide='ignore', invalid='ignore'): gaps = np.log(o / np.where(first, last_close[codes], np.r_[np.nan, c[:-1]]))
+    return gaps, ~first | (rows_before[codes] > 0)
+
+def _prefix_gaps(done:dict) -> tuple:
+    "The overnight gaps of each result with a window before its cut: (names, codes, dates, gaps, since) for `save_gaps`."
+    kept = {t: r.gaps[r.gaps.index < r.window['cut']] for t, r in done.items() if r.window is not None and r.gaps is not None}
+    names, codes, dates, gaps = _long_gaps({t: TickerResult(t, gaps=g) for t, g in kept.items()})
+    return names, codes, dates, gaps, {t: WHOLE_HISTORY for t in names}
+
+def _continued(store:Store, settings:Settings, interval:str, plan:DayPlan, today) -> tuple[dict, tuple, tuple]:
+    "The continued tickers' results (quality facts from their running facts plus their windows, counts), their whole overnight gaps (`_long_gaps`' extra), and the day's part of the kept gaps; their windows' running facts move on to the new cuts."
+    before, after = plan.before, plan.advanced.kept
+    names = np.array(plan.continued, dtype=object)
+    index, q = pd.Index(names), quality_settings(settings, interval)
+    cals = [market_of(t).calendar for t in names]
+    at = after.tickers['ticker'].isin(list(names)).to_numpy()  # (windows are sorted by ticker, as `names`)
+    old = pd.DataFrame({k: after.tickers[f'q_{k}'].to_numpy()[at] for k in FACT_COLUMNS})  # the running facts at the cut as kept
+    new_cut = after.tickers['cut'].to_numpy()[at].astype('datetime64[ns]')
+    bc = index.get_indexer(before.silver['ticker'])
+    leave = (bc >= 0) & (before.silver['date'].to_numpy().astype('datetime64[ns]') < new_cut[np.maximum(bc, 0)])
+    leaving, lc = before.silver[leave], bc[leave]  # rows the windows moved past: now before the cut
+    prefix, _ = add_facts(old, leaving, lc, cals, q, today)
+    wc = index.get_indexer(after.silver['ticker'])
+    window, wcodes = after.silver[wc >= 0], wc[wc >= 0]
+    final, future = add_facts(prefix, window, wcodes, cals, q, today)
+    counts = window_counts(after)
+    facts = report_facts(final, future, list(names), q, [counts[t] for t in names])
+    lg, lh = _segment_gaps(leaving, lc, old['last_close'].to_numpy(), old['rows'].to_numpy())
+    wg, wh = _segment_gaps(window, wcodes, prefix['last_close'].to_numpy(), prefix['rows'].to_numpy())
+    kc, kd, kg = load_gaps(store, interval, before.gap_parts, names)
+    ld = leaving['date'].to_numpy().astype('datetime64[ns]')
+    gaps = (names, np.r_[kc, lc[lh], wcodes[wh]], np.r_[kd, ld[lh], window['date'].to_numpy().astype('datetime64[ns]')[wh]], np.r_[kg, lg[lh], wg[wh]])
+    firsts = np.flatnonzero(np.r_[True, lc[1:] != lc[:-1]]) if len(lc) else np.zeros(0, int)
+    part = (names, lc[lh], ld[lh], lg[lh], {names[lc[i]]: pd.Timestamp(ld[i]) for i in firsts})
+    for k in FACT_COLUMNS:  # the windows' running facts, now at their new cuts
+        col = after.tickers[f'q_{k}'].to_numpy().copy()
+        col[at] = prefix[k].to_numpy()
+        after.tickers[f'q_{k}'] = col
+    return {t: TickerResult(t, '', None, facts[i], None, counts[t]) for i, t in enumerate(names)}, gaps, part
+
+def _day_pass(store:Store, settings:Settings, interval:str, tickers:list, fx, today, plan:DayPlan, bar, timings:dict) -> tuple:
+    "The continued tickers' new silver and gold as one part each and their quality from running facts, the others through the full pass; the gate on the dataset with the parts laid over; (results, dataset, gate tally, gaps of the continued, kept gap parts)."
     adv, t0 = plan.advanced, time.perf_counter()
     if adv.since: store.append_rows(adv.silver, adv.since, 'silver', interval)
-    counts, continued = window_counts(adv.kept), set(plan.continued)
     timings['silver_part'] = time.perf_counter() - t0
-    with TickerPool(settings.run.workers, len(tickers)) as pool, bar:
-        done = {r.ticker: r for r in pool.imap(_ticker_task, [(store, settings, interval, t, fx, today, counts[t] if t in continued else None) for t in tickers], bar)}
     t0 = time.perf_counter()
-    fresh = [r for t, r in done.items() if t in plan.full and not r.error]  # their whole gold goes into the part, for the dataset
+    continued, gaps, part = _continued(store, settings, interval, plan, today)
+    timings['facts'] = time.perf_counter() - t0
+    todo = [t for t in tickers if t not in continued]
+    with TickerPool(settings.run.workers, len(todo)) as pool, bar:
+        bar.update(len(continued))
+        fresh = {r.ticker: r for r in pool.imap(_ticker_task, [(store, settings, interval, t, fx, today, None) for t in todo], bar)}
+    done = {t: continued[t] if t in continued else fresh[t] for t in tickers}
+    t0 = time.perf_counter()
+    ok = [r for r in fresh.values() if not r.error]  # their whole gold goes into the part, for the dataset
     path = store.consolidated_path(interval)
     schema = pq.read_schema(path)
-    gold = ([pa.Table.from_pandas(adv.gold, preserve_index=False)] if len(adv.gold) else []) + [r.gold for r in fresh]
-    if adv.since or fresh:
-        store.append_rows(pa.concat_tables([g.select(schema.names).cast(schema) for g in gold]) if gold else schema.empty_table(),
-                          adv.since | {r.ticker: WHOLE_HISTORY for r in fresh}, 'gold', interval)
+    gold = ([pa.Table.from_pandas(adv.gold, preserve_index=False)] if len(adv.gold) else []) + [r.gold for r in ok]
+    gold = pa.concat_tables([g.select(schema.names).cast(schema) for g in gold]) if gold else schema.empty_table()
+    since = adv.since | {r.ticker: WHOLE_HISTORY for r in ok}
+    if since: store.append_rows(gold, since, 'gold', interval)
     for r in done.values(): r.gold = None
     timings['gold_part'] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    tally = GateTally(today)
-    tally(store.read_dataset(interval, ['ticker', 'date', 'open', 'high', 'low', 'close']))
-    tally.columns = schema.names
-    timings['gate_read'] = time.perf_counter() - t0
-    return done, path, tally
+    names, codes, dates, values, gaps_since = part
+    fn, fc, fd, fg, fs = _prefix_gaps(fresh)
+    gap_part = save_gaps(store, interval, np.r_[names, fn], np.r_[codes, fc + len(names)], np.r_[dates, fd], np.r_[values, fg], gaps_since | fs)
+    timings['gaps_part'] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    kept = plan.before.gate
+    if kept is not None and first_future_day(today) >= first_future_day(kept.today):  # (a later run date can only clear a future date)
+        tally = day_tally(kept, today, schema.names, gold.select(['ticker', 'date', 'open', 'high', 'low', 'close']), since, {t: done[t].counts['gold_rows'] for t in since})
+    else:
+        tally = GateTally(today)
+        tally(store.read_dataset(interval, ['ticker', 'date', 'open', 'high', 'low', 'close']))
+        tally.columns = schema.names
+    timings['gate_state'] = time.perf_counter() - t0
+    return done, path, tally, gaps, [*plan.before.gap_parts, gap_part]
 
 def transform(settings:Settings, tickers=None, interval:str|None=None, progress:bool|None=None, today=None, lock:bool=True, full:bool=False) -> TransformResult:
     "Silver, gold, quality and the consolidated dataset for `tickers` (default the universe) from their bronze bars; a daily run goes on from the kept windows unless `full`."
@@ -319,11 +477,11 @@ def transform(settings:Settings, tickers=None, interval:str|None=None, progress:
     with (store.lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):
         timings, t0 = {}, time.perf_counter()
         fx = _fx_silver(store, settings, interval)
-        plan = None if full else plan_day(store, settings, interval, tickers, fx)
+        plan = None if full else plan_day(store, settings, interval, tickers, fx, today)
         timings['plan'] = time.perf_counter() - t0
         bar = tqdm(total=len(tickers), desc=f'transform {interval}', unit='ticker', disable=None if progress is None else not progress)
-        if plan is None: done, dataset, tally = _full_pass(store, settings, interval, tickers, fx, today, bar, timings)
-        else: done, dataset, tally = _day_pass(store, settings, interval, tickers, fx, today, plan, bar, timings)
+        if plan is None: done, dataset, tally, gaps, gap_parts = _full_pass(store, settings, interval, tickers, fx, today, bar, timings)
+        else: done, dataset, tally, gaps, gap_parts = _day_pass(store, settings, interval, tickers, fx, today, plan, bar, timings)
         timings['transform'] = time.perf_counter() - t0
         rows = []
         for t in order:
@@ -333,7 +491,7 @@ def transform(settings:Settings, tickers=None, interval:str|None=None, progress:
             c = r.counts
             rows.append(dict(ticker=t, status='failed' if r.error else 'ok', error=r.error, bronze_rows=c.get('rows_in', 0), silver_rows=c.get('rows_out', 0), gold_rows=c.get('gold_rows', 0)))
         t0 = time.perf_counter()
-        rep, summary = _quality({t: r for t, r in done.items() if not r.error}, settings)
+        rep, summary = _quality({t: r for t, r in done.items() if not r.error}, settings, gaps)
         timings['quality_panel'] = time.perf_counter() - t0
         t0 = time.perf_counter()
         summary['gate'] = gate = tally.failures(settings.quality['min_rows']) if dataset else ['no ticker produced gold rows']
@@ -342,8 +500,9 @@ def transform(settings:Settings, tickers=None, interval:str|None=None, progress:
         if len(rep): _store_quality(store, interval, rep, summary)
         if interval == '1d':
             t0 = time.perf_counter()
-            if plan is None: save_windows(store, settings, interval, done)
-            else: save_windows(store, settings, interval, {t: done[t] for t in plan.full}, plan.advanced.kept, plan.continued)
+            gate_kept = tally if dataset is not None and set(tally.per_ticker) else None  # (a tally without tickers cannot be continued)
+            if plan is None: save_windows(store, settings, interval, done, gap_parts=gap_parts, gate=gate_kept)
+            else: save_windows(store, settings, interval, {t: done[t] for t in plan.full}, plan.advanced.kept, plan.continued, gap_parts, gate_kept)
             timings['windows'] = time.perf_counter() - t0
         store.flush()  # silver, gold, dataset and reports were written without a flush each
     return TransformResult(pd.DataFrame(rows), rep, summary, gate, dataset, {k: round(v, 3) for k, v in timings.items()})

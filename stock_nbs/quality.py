@@ -14,7 +14,7 @@ from .sources import float_matrix
 __all__ = ['FACT_COUNTS', 'FACT_COLUMNS', 'REQUIRED_COLUMNS', 'ohlc_problems', 'validate_ohlc', 'detect_outliers',
            'check_data_freshness', 'expected_sessions', 'session_days', 'missing_sessions', 'split_source_gaps',
            'stale_runs', 'step_changes', 'first_future_day', 'future_dates', 'overnight_gaps', 'gap_steps',
-           'ticker_facts', 'finish_report', 'ticker_report', 'no_facts', 'add_facts', 'report_facts',
+           'long_gap_steps', 'ticker_facts', 'finish_report', 'ticker_report', 'no_facts', 'add_facts', 'report_facts',
            'get_data_quality_report', 'QualityGateError', 'output_gate', 'require_output_gate']
 
 # %% ../nbs/06_quality.ipynb #6f8d3307
@@ -136,19 +136,34 @@ def overnight_gaps(bars:pd.DataFrame) -> pd.Series:
 def gap_steps(bars:dict, sigmas:float, min_tickers:int=5) -> pd.DataFrame:
     "Overnight gaps beyond `sigmas` robust sigmas net of the market's median gap: ticker, date, gap, sigmas (`bars`: ticker -> bars, or its `overnight_gaps`)."
     gaps = {t: b if isinstance(b, pd.Series) else overnight_gaps(b) for t, b in bars.items()}
-    gaps = {t: g for t, g in gaps.items() if len(g) >= 20}
-    if not gaps: return pd.DataFrame(columns=['ticker', 'date', 'gap', 'sigmas'])
-    # a dates x tickers matrix in numpy: aligning thousands of Series in a pandas frame took seconds
-    days = np.unique(np.concatenate([g.index.to_numpy() for g in gaps.values()]))
-    m = np.full((len(days), len(gaps)), np.nan)
-    for j, g in enumerate(gaps.values()): m[np.searchsorted(days, g.index.to_numpy()), j] = g.to_numpy()
+    gaps = {t: g for t, g in gaps.items() if len(g)}
+    sizes = [len(g) for g in gaps.values()]
+    return long_gap_steps(np.array(list(gaps), dtype=object), np.repeat(np.arange(len(gaps)), sizes),
+                          np.concatenate([g.index.to_numpy().astype('datetime64[ns]') for g in gaps.values()]) if gaps else np.zeros(0, 'datetime64[ns]'),
+                          np.concatenate([g.to_numpy(np.float64) for g in gaps.values()]) if gaps else np.zeros(0), sigmas, min_tickers)
+
+def long_gap_steps(names:np.ndarray, codes:np.ndarray, dates:np.ndarray, gaps:np.ndarray, sigmas:float, min_tickers:int=5) -> pd.DataFrame:
+    "`gap_steps` from many tickers' gaps as long arrays (ticker code, date, log gap; a ticker's dates distinct)."
+    sizes = np.bincount(codes, minlength=len(names))
+    use = sizes >= 20
+    keep = use[codes]
+    codes, dates, gaps, names = (np.cumsum(use) - 1)[codes[keep]], dates[keep].astype('datetime64[ns]'), gaps[keep], names[use]
+    if not len(names): return pd.DataFrame(columns=['ticker', 'date', 'gap', 'sigmas'])
+    # a tickers x dates matrix in numpy, filled in one go: aligning thousands of Series in a pandas frame took seconds
+    days = np.unique(dates.view(np.int64)).view('datetime64[ns]')
+    m = np.full((len(names), len(days)), np.nan)
+    m[codes, np.searchsorted(days, dates)] = gaps
     with warnings.catch_warnings(), np.errstate(divide='ignore', invalid='ignore'):
         warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN rows and columns: their median is NaN, never a hit
-        idio = m - np.nanmedian(m, axis=1, keepdims=True) if len(gaps) >= min_tickers else m
-        dev = idio - np.nanmedian(idio, axis=0)
-        z = dev / (1.4826 * np.nanmedian(np.abs(dev), axis=0))
-        row, col = np.nonzero(np.abs(z) > sigmas)  # by date, then ticker
-    return pd.DataFrame({'ticker': np.array(list(gaps), dtype=object)[col], 'date': days[row], 'gap': np.expm1(m[row, col]), 'sigmas': z[row, col]})
+        # in place where it can be: each new 100 MB matrix costs more in page faults than the arithmetic on it
+        z = m - np.nanmedian(m, axis=0, keepdims=True) if len(names) >= min_tickers else m.copy()  # net of the market's gap that day
+        z -= np.nanmedian(z, axis=1, keepdims=True)  # deviation from the ticker's median
+        a = np.abs(z)
+        z /= 1.4826 * np.nanmedian(a, axis=1, keepdims=True)  # in robust sigmas
+        col, row = np.nonzero(np.greater(np.abs(z, out=a), sigmas, out=np.empty(z.shape, bool)))
+    order = np.lexsort((col, row))  # by date, then ticker
+    col, row = col[order], row[order]
+    return pd.DataFrame({'ticker': names[col], 'date': days[row], 'gap': np.expm1(m[col, row]), 'sigmas': z[col, row]})
 
 # %% ../nbs/06_quality.ipynb #52b91206
 _FLAGGED = ['flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired']
