@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser('transform', parents=[common], help='bronze -> silver -> gold, quality reports, consolidated dataset, output gate')
     tr.add_argument('--tickers', metavar='T[,T...]', help='only these tickers; default [universe] tickers')
     tr.add_argument('--interval', choices=INTERVALS, help='override [source] interval')
+    tr.add_argument('--full', action='store_true', help='rebuild every ticker from its whole bronze history instead of going on from the kept windows')
     tr.add_argument('--no-progress', action='store_true', help='no progress bar')
     tr.add_argument('-v', '--verbose', action='store_true', help='log every ticker to the console')
     run = sub.add_parser('run', parents=[common], help='the daily run: nbs/daily_run.ipynb with papermill into runs/<run_id>/, HTML report in reports/')
@@ -105,6 +106,8 @@ def _transform_summary(res, settings:Settings, interval:str) -> str:
     lines = [f"transform {interval}: {len(t)} tickers, {len(t) - len(failed)} ok, {len(failed)} failed; rows bronze {t.bronze_rows.sum()}, "
              f"silver {t.silver_rows.sum()}, gold {t.gold_rows.sum()}"]
     lines += [f"  FAILED {r.ticker}: {r.error}" for r in failed.itertuples()]
+    how = res.summary.get('pass')
+    if isinstance(how, dict): lines.append(f"pass: {how['continued']} tickers went on from their kept windows ({how['advanced']} with new bars), {how['full']} rebuilt in full")
     if len(q):
         tot = res.summary['totals']
         acts = ', '.join(f"{k} {v}" for k, v in tot.items() if k.endswith(('_dropped', '_repaired', '_flagged')) and v)
@@ -123,7 +126,7 @@ def cmd_transform(a) -> int:
     settings = load_settings(a.settings, {'source.interval': a.interval})
     tickers = _tickers_option(a.tickers)
     setup_logging(settings, a.verbose)
-    res = transform(settings, tickers, progress=False if a.no_progress else None)
+    res = transform(settings, tickers, progress=False if a.no_progress else None, full=a.full)
     print(_transform_summary(res, settings, settings.source.interval))
     problem = failure_share_problem(res.tickers.status, settings.run.max_failure_share)
     if problem: print(f"error: {problem}", file=sys.stderr)

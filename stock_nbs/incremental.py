@@ -5,15 +5,15 @@
 # %% ../nbs/09a_incremental.ipynb #1818f880
 from __future__ import annotations
 from dataclasses import dataclass, field
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, pyarrow as pa, pyarrow.compute as pc
 from .sources import BAR_FIELDS, VALUE_COLUMNS, float_matrix
 from .clean import SILVER_COLUMNS, RowHits, clean_panel, group_firsts, block_starts, log_returns
 from .features import indicator_fold, panel_fold, gold_frame, core_names, _window
 
 # %% auto #0
 __all__ = ['HIT_RULES', 'HIT_KEYS', 'SMOOTHINGS', 'JUDGE_BEFORE', 'OUTPUT_BEFORE', 'SETTLED', 'hit_bits', 'bit_counts',
-           'clean_counts', 'kept_rows', 'ticker_window', 'KeptWindows', 'kept_windows', 'window_counts', 'without',
-           'combine', 'Advanced', 'advance']
+           'ticker_codes', 'clean_counts', 'kept_rows', 'ticker_window', 'KeptWindows', 'kept_windows', 'window_counts',
+           'without', 'combine', 'Advanced', 'advance']
 
 # %% ../nbs/09a_incremental.ipynb #a4d041fe
 HIT_RULES = ['duplicates', 'nulls', 'nonpositive', 'spikes', 'ohlc', 'placeholder', 'zero_volume', 'outliers', 'fx_stale']
@@ -28,8 +28,30 @@ def hit_bits(hits:RowHits, n:int) -> np.ndarray:
 def bit_counts(bits:np.ndarray, codes:np.ndarray|None=None, n:int=1) -> np.ndarray:
     "Rows with each of `HIT_KEYS`' bits: one count per key, or per group of `codes` (n groups x keys)."
     codes = np.zeros(len(bits), np.int64) if codes is None else codes
+    hit = bits != 0  # most rows hit no rule: count only those that do
+    bits, codes = bits[hit], codes[hit]
     m = np.column_stack([np.bincount(codes, weights=(bits >> np.uint32(i)) & np.uint32(1), minlength=n) for i in range(len(HIT_KEYS))])
     return m.astype(np.int64)
+
+def ticker_codes(tickers, names:np.ndarray) -> np.ndarray:
+    "The position in `names` of each of `tickers` (-1: not there), for tickers in sorted runs: compared once per run, not per row."
+    starts, keys = _runs(tickers)
+    return np.repeat(pd.Index(names).get_indexer(keys), np.diff(np.r_[starts, len(tickers)])) if len(starts) else np.zeros(0, np.int64)
+
+def _runs(tickers) -> tuple[np.ndarray, list]:
+    "Where each run of one ticker starts, and its ticker (in Arrow: a pandas string column to numpy objects costs ~0.1 s per million rows)."
+    t = tickers if isinstance(tickers, pa.Array) else pa.array(tickers, pa.large_string()) if isinstance(tickers, np.ndarray) else pa.array(tickers)
+    if not len(t): return np.zeros(0, np.int64), []
+    starts = np.flatnonzero(np.r_[True, pc.not_equal(t[1:], t[:-1]).to_numpy(zero_copy_only=False)])
+    return starts, t.take(pa.array(starts)).to_pylist()
+
+def _by_ticker(df:pd.DataFrame) -> pd.DataFrame:
+    "`df`, whose rows come in runs of one ticker, with the runs in ticker order (a run's rows keep theirs)."
+    starts, keys = _runs(df['ticker'])
+    ends = np.r_[starts[1:], len(df)]
+    order = np.argsort(np.array(keys, dtype=object), kind='stable')
+    if (np.diff(order) > 0).all(): return df.reset_index(drop=True)  # in order already
+    return df.iloc[np.concatenate([np.arange(starts[i], ends[i]) for i in order])].reset_index(drop=True)
 
 def clean_counts(rows_in:int, hits:np.ndarray, rows_out:int) -> dict:
     "The counts `clean_bars` gives, from the rows in, the per-key hits (`bit_counts`) and the rows out."
@@ -92,7 +114,7 @@ def kept_windows(entries:list) -> KeptWindows:
 def window_counts(kept:KeptWindows) -> dict:
     "Each kept ticker's clean counts over its whole history, as `clean_bars` gives them, and its `gold_rows`: the totals before its window plus its window's rows."
     t, n = kept.tickers, len(kept.tickers)
-    bc, sc = (pd.Index(t['ticker']).get_indexer(k['ticker']) for k in (kept.bronze, kept.silver))
+    bc, sc = (ticker_codes(k['ticker'], t['ticker'].to_numpy()) for k in (kept.bronze, kept.silver))
     hits = t[HIT_KEYS].to_numpy() + bit_counts(kept.bronze['hits'].to_numpy(np.uint32), bc, n)
     rows_in, silver = t['rows_before'].to_numpy() + np.bincount(bc, minlength=n), np.bincount(sc, minlength=n)
     rows_out, gold = t['silver_before'].to_numpy() + silver, t['gold_before'].to_numpy() + silver
@@ -108,7 +130,7 @@ def combine(old:KeptWindows, new:KeptWindows, drop=()) -> KeptWindows:
     gone = set(new.tickers.ticker) | set(drop)
     def pick(a, b):  # (an empty frame's dtypes would cast every kept date)
         a = a[~a.ticker.isin(list(gone))]
-        return (pd.concat([a, b], ignore_index=True) if len(b) else a).sort_values('ticker', kind='stable', ignore_index=True)
+        return _by_ticker(pd.concat([a, b], ignore_index=True) if len(b) else a)
     return KeptWindows(pick(old.tickers, new.tickers), pick(old.bronze, new.bronze), pick(old.silver, new.silver))
 
 # %% ../nbs/09a_incremental.ipynb #3aa9a897
@@ -117,7 +139,7 @@ def _overlaid(kept:KeptWindows, names:np.ndarray, parts:list) -> tuple[pd.DataFr
     index = pd.Index(names)
     pieces, since = [], np.full((len(names), len(parts) + 1), np.iinfo(np.int64).max)
     for k, (days, rows) in enumerate([({}, kept.bronze), *parts]):
-        code = index.get_indexer(rows['ticker'])
+        code = ticker_codes(rows['ticker'], names)  # (windows and parts are sorted by ticker)
         sel = code >= 0
         pieces.append(pd.DataFrame({c: rows[c].to_numpy()[sel].astype('datetime64[ns]') if c == 'date' else rows[c].to_numpy()[sel] for c in BAR_FIELDS}).assign(_code=code[sel], _rank=k,
                       _hits=rows['hits'].to_numpy()[sel] if k == 0 else np.uint32(0)))
@@ -226,7 +248,7 @@ def advance(kept:KeptWindows, parts:list, rules, f, fx:pd.DataFrame|None=None, b
     # the moved windows: kept hits and silver rows before the output date (their outlier flags were judged with the whole history), new ones from it
     bits = np.where(d < out_date[c], old_hits, hit_bits(hits, len(d)))
     stay, gone = ok[c] & (d >= cut[c]), ok[c] & (d < cut[c])  # rows leaving the window go into the ticker's totals
-    kc = pd.Index(names).get_indexer(kept.silver['ticker'])
+    kc = ticker_codes(kept.silver['ticker'], names)
     kd, kc0 = _ns(kept.silver['date']), np.maximum(kc, 0)
     still = kept.silver[(kc >= 0) & ok[kc0] & (kd >= cut[kc0]) & (kd < out_date[kc0])]
     moved_silver = pd.concat([still, new_silver], ignore_index=True)

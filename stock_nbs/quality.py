@@ -92,9 +92,10 @@ def missing_sessions(dates:pd.Series, code:str|None) -> tuple[pd.DatetimeIndex, 
 def split_source_gaps(missing:dict, share:float) -> tuple[list, dict]:
     "(dates missing for more than `share` of the tickers, each ticker's remaining missing dates)."
     n = len(missing)
-    counts = pd.Series([d for v in missing.values() for d in v], dtype='datetime64[ns]').value_counts()
+    days = np.concatenate([np.asarray(v, 'datetime64[ns]') for v in missing.values()]) if n else np.zeros(0, 'datetime64[ns]')
+    counts = pd.Series(days).value_counts()
     wide = pd.DatetimeIndex(sorted(counts.index[counts > share * n])) if n >= 3 else pd.DatetimeIndex([])
-    return list(wide), {t: v.difference(wide) for t, v in missing.items()}
+    return list(wide), {t: _days_not_in(pd.DatetimeIndex(v), wide) if len(wide) else pd.DatetimeIndex(v) for t, v in missing.items()}  # (each ticker's dates: sorted and distinct)
 
 # %% ../nbs/06_quality.ipynb #4c710737
 def stale_runs(close:pd.Series, dates:pd.Series, n:int) -> pd.DataFrame:
@@ -128,6 +129,8 @@ def future_dates(dates:pd.Series, today=None) -> pd.DatetimeIndex:
     return session_days(d[d >= first_future_day(today)])  # only those days: no distinct days of the whole history
 
 # %% ../nbs/06_quality.ipynb #6bd0cc7c
+_DAY = np.int64(86_400 * 10**9)  # a day in ns
+
 def overnight_gaps(bars:pd.DataFrame) -> pd.Series:
     "Log overnight gaps (open over the previous close) of daily bars, by date."
     with np.errstate(divide='ignore', invalid='ignore'):
@@ -150,9 +153,14 @@ def long_gap_steps(names:np.ndarray, codes:np.ndarray, dates:np.ndarray, gaps:np
     codes, dates, gaps, names = (np.cumsum(use) - 1)[codes[keep]], dates[keep].astype('datetime64[ns]'), gaps[keep], names[use]
     if not len(names): return pd.DataFrame(columns=['ticker', 'date', 'gap', 'sigmas'])
     # a tickers x dates matrix in numpy, filled in one go: aligning thousands of Series in a pandas frame took seconds
-    days = np.unique(dates.view(np.int64)).view('datetime64[ns]')
+    d = dates.view(np.int64)
+    if len(d) and not (d % _DAY).any():  # dates at midnight (daily bars): day numbers, counted instead of sorted
+        n_day = d // _DAY - d.min() // _DAY
+        seen = np.bincount(n_day) > 0
+        days, at = ((np.flatnonzero(seen) + d.min() // _DAY) * _DAY).view('datetime64[ns]'), (np.cumsum(seen) - 1)[n_day]
+    else: days = np.unique(d).view('datetime64[ns]'); at = np.searchsorted(days, dates)
     m = np.full((len(names), len(days)), np.nan)
-    m[codes, np.searchsorted(days, dates)] = gaps
+    m[codes, at] = gaps
     with warnings.catch_warnings(), np.errstate(divide='ignore', invalid='ignore'):
         warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN rows and columns: their median is NaN, never a hit
         # in place where it can be: each new 100 MB matrix costs more in page faults than the arithmetic on it
@@ -192,7 +200,7 @@ def finish_report(facts:dict, source_gaps=()) -> dict:
     "The report row from a ticker's `ticker_facts` once the source-wide gaps (missing for most tickers) are known: missing sessions and score."
     f = dict(facts)
     miss, days, step_days = f.pop('missing'), f.pop('days'), f.pop('step_days')
-    ticker_miss = _days_not_in(miss, pd.DatetimeIndex(source_gaps).sort_values())
+    ticker_miss = _days_not_in(miss, pd.DatetimeIndex(source_gaps).sort_values()) if len(source_gaps) else miss
     problems = len(ticker_miss) + f['dropped_rows'] + f['flagged_rows'] + f['stale_sessions'] + step_days + f['future_dates']
     head = {k: f.pop(k) for k in ('ticker', 'rows', 'first_date', 'last_date')}
     return dict(**head, missing_sessions=len(ticker_miss), missing_dates=_dates_text(ticker_miss), source_gap_sessions=len(miss) - len(ticker_miss),
@@ -206,8 +214,6 @@ def ticker_report(silver:pd.DataFrame, ticker:str, q, clean_counts:dict|None=Non
 FACT_COUNTS = ['rows', 'days', 'extra_sessions', 'null_rows', 'flagged_rows', 'ohlc_high_low', 'ohlc_high', 'ohlc_low', 'ohlc_close',
                'stale_runs', 'stale_sessions', 'tail_run', 'steps', 'step_days']
 FACT_COLUMNS = [*FACT_COUNTS, 'first_date', 'last_date', 'last_close', 'last_volume', 'missing', 'step_first']
-_DAY = np.int64(86_400 * 10**9)
-
 def no_facts(n:int) -> pd.DataFrame:
     "The running facts of `n` tickers without rows."
     nat = np.full(n, np.datetime64('NaT'), 'datetime64[ns]')
@@ -277,7 +283,12 @@ def add_facts(facts:pd.DataFrame, rows:pd.DataFrame, codes:np.ndarray, calendars
     tail[codes[last]] = size[run[last]]
     hit = price_hit | volume_hit
     firsts = [np.concatenate([a, b])[:5] for a, b in zip(f['step_first'], _split(d[hit].astype('datetime64[ns]'), codes[hit], n))]
-    lastrow = np.flatnonzero(last)
+    firstrow, lastrow = np.flatnonzero(first), np.flatnonzero(last)
+    fresh = firstrow[rows_before[codes[firstrow]] == 0]  # a ticker's very first row
+    first_date = np.where(rows_before > 0, f['first_date'].to_numpy().astype('datetime64[ns]'), np.datetime64('NaT', 'ns'))
+    first_date[codes[fresh]] = d[fresh].astype('datetime64[ns]')
+    ends = {k: f[k].to_numpy().astype(t).copy() for k, t in (('last_date', 'datetime64[ns]'), ('last_close', np.float64), ('last_volume', np.float64))}
+    for k, x in (('last_date', d.astype('datetime64[ns]')), ('last_close', c), ('last_volume', v)): ends[k][codes[lastrow]] = x[lastrow]
     out = pd.DataFrame({
         'rows': rows_before + _by(codes, n), 'days': f['days'].to_numpy() + _by(codes[new_day], n), 'extra_sessions': f['extra_sessions'].to_numpy() + extra,
         'null_rows': f['null_rows'].to_numpy() + _by(codes[np.isnan(np.column_stack([o, h, l, c, v])).any(axis=1)], n),
@@ -286,14 +297,8 @@ def add_facts(facts:pd.DataFrame, rows:pd.DataFrame, codes:np.ndarray, calendars
         'stale_runs': f['stale_runs'].to_numpy() + _by(owner[long], n) + ended,
         'stale_sessions': f['stale_sessions'].to_numpy() + _by(owner[long], n, size[long]) + np.where(ended, f['tail_run'].to_numpy(), 0),
         'tail_run': tail, 'steps': f['steps'].to_numpy() + _by(codes[price_hit], n) + _by(codes[volume_hit], n),
-        'step_days': f['step_days'].to_numpy() + _by(codes[hit & new_day], n),
-        'first_date': np.where(rows_before > 0, f['first_date'].to_numpy().astype('datetime64[ns]'), np.full(n, np.datetime64('NaT'), 'datetime64[ns]')),
-        'last_date': f['last_date'].to_numpy().astype('datetime64[ns]').copy(), 'last_close': f['last_close'].to_numpy().copy(),
-        'last_volume': f['last_volume'].to_numpy().copy(), 'missing': [np.concatenate([a, b]) for a, b in zip(f['missing'], missing)], 'step_first': firsts})
-    firstrow = np.flatnonzero(first)
-    no_before = rows_before[codes[firstrow]] == 0
-    out.loc[codes[firstrow[no_before]], 'first_date'] = d[firstrow[no_before]].astype('datetime64[ns]')
-    for k, x in (('last_date', d.astype('datetime64[ns]')), ('last_close', c), ('last_volume', v)): out.loc[codes[lastrow], k] = x[lastrow]
+        'step_days': f['step_days'].to_numpy() + _by(codes[hit & new_day], n), 'first_date': first_date, **ends,
+        'missing': [np.concatenate([a, b]) for a, b in zip(f['missing'], missing)], 'step_first': firsts})
     future = _by(codes[new_day & (day >= first_future_day(today).value)], n)
     return out, future
 

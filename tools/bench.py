@@ -36,12 +36,11 @@ def one(n, root, incremental, years=10):
     out['rows_gold'] = int(res.tickers.gold_rows.sum()); out['peak_rss_mb'] = peak_mb()
     if incremental:
         day = END + pd.offsets.BDay(1)
-        kept = shutil.copytree(Path(root)/'kept'/'1d', Path(root)/'kept_before_the_day')  # the windows the full rebuild kept
         t0 = time.perf_counter(); ingest(s, run_date=day, progress=False); a = time.perf_counter() - t0
         t0 = time.perf_counter(); inc = transform(s, progress=False, today=day); b = time.perf_counter() - t0
         out.update({f'incremental.{k}': v for k, v in inc.timings.items()}, incremental_pass=inc.summary['pass'])
         out.update(incremental_ingest=a, incremental_transform=b, incremental_total=a + b, incremental_share=(a + b) / out['full_total'])
-        out.update(advance_bench(s, kept))
+        out.update(day_equals_full(s, day))
         out['incremental_equals_full_recompute'] = check_exact(s, day)
         from stock_nbs.sources import make_source
         from stock_nbs.store import Store
@@ -53,27 +52,17 @@ def one(n, root, incremental, years=10):
     return out
 
 
-def advance_bench(s, kept_dir):
-    "Silver and gold of the day for every ticker from the windows the rebuild kept and the day's bronze part (`advance`): its time, and whether it equals the full pass for every ticker."
-    from stock_nbs.store import Store
-    from stock_nbs.pipeline import _fx_silver
-    from stock_nbs.incremental import advance, KeptWindows
+def day_equals_full(s, day):
+    "The day pass's outputs (the whole consolidated dataset as `load_features` reads it, the quality report and summary) against a full pass of the same day over the same store."
+    from stock_nbs.store import load_features
+    from stock_nbs.pipeline import transform
     import pyarrow.parquet as pq
-    st = Store(s.data_dir)
-    t0 = time.perf_counter()
-    kept = KeptWindows(*(pq.read_table(Path(kept_dir)/f'{k}.parquet').to_pandas() for k in ('tickers', 'bronze', 'silver')))
-    t1 = time.perf_counter()
-    parts = st.read_parts('bronze', '1d', after=kept.tickers.parts_seq.max())
-    fx = _fx_silver(st, s, '1d')
-    t2 = time.perf_counter()
-    adv = advance(kept, parts, s.clean, s.features, fx, s.universe.base_currency, s.universe.fx_ticker)
-    t3 = time.perf_counter()
-    def same(t, since):  # the day's transform just did the full pass: its gold files are the reference
-        g = st.read('gold', '1d', t)
-        return adv.gold[adv.gold.ticker == t].reset_index(drop=True).equals(g[g.date >= since].reset_index(drop=True))
-    equal = not adv.left and len(adv.since) == len(s.universe.tickers) and all(same(t, since) for t, since in adv.since.items())
-    return dict(advance_read_windows=t1 - t0, advance_read_part=t2 - t1, advance=t3 - t2, advance_left=len(adv.left),
-                advance_gold_rows=len(adv.gold), advance_equals_full_pass=bool(equal))
+    quality = lambda: pq.read_table(Path(s.data_dir)/'quality'/'1d'/'ticker_report.parquet').to_pandas()
+    summary = lambda: {k: v for k, v in json.loads((Path(s.data_dir)/'quality'/'1d'/'summary.json').read_text()).items() if k != 'pass'}
+    before, q_before, s_before = load_features(settings=s), quality(), summary()
+    t0 = time.perf_counter(); transform(s, progress=False, today=day, full=True); full = time.perf_counter() - t0
+    return dict(incremental_full_pass_s=full, incremental_dataset_equals_full_pass=bool(before.equals(load_features(settings=s))),
+                incremental_quality_equals_full_pass=bool(q_before.equals(quality()) and s_before == summary()), incremental_dataset_rows=len(before))
 
 
 def fold_bench(s):
@@ -192,7 +181,7 @@ def main():
     out.mkdir(exist_ok=True)
     (out/'bench.json').write_text(json.dumps(res, indent=1, default=float))
     lines = ['| stage | ' + ' | '.join(f'{n} tickers' for n in sizes) + ' |', '|---|' + '---|' * len(sizes)]
-    for k in [k for k in res[f'universe_{sizes[0]}'] if k not in ('incremental_equals_full_recompute', 'features_fold_equals_recompute')]:
+    for k in [k for k in res[f'universe_{sizes[0]}'] if isinstance(res[f'universe_{sizes[0]}'][k], (int, float)) and not isinstance(res[f'universe_{sizes[0]}'][k], bool)]:
         lines.append(f'| {k} | ' + ' | '.join(f"{res[f'universe_{n}'].get(k, float('nan')):.2f}" for n in sizes) + ' |')
     lines += ['', '| target | goal | measured | met |', '|---|---|---|---|']
     lines += [f"| {k} | {v['target']} | {v['measured'] if v['measured'] is None else round(v['measured'], 3)} | {v['met']} |" for k, v in res['targets'].items()]
@@ -202,8 +191,9 @@ def main():
               f"core indicators of the day's bar, {big} tickers, one process: recomputed over each whole series {u.get('features_recompute_s', float('nan')):.2f} s, "
               f"folded onto the kept state one ticker at a time {u.get('features_fold_one_bar_s', float('nan')):.2f} s, all tickers as one matrix (`panel_fold`) "
               f"{u.get('features_panel_fold_one_bar_s', float('nan')):.3f} s; equal bit for bit: {u.get('features_fold_equals_recompute')}",
-              f"the day's silver and gold of every ticker from the windows the rebuild kept (`advance`, not yet called by transform): {u.get('advance', float('nan')):.1f} s "
-              f"(+{u.get('advance_read_windows', float('nan')):.1f} s reading them), {u.get('advance_left', 'n/a')} tickers handed back, equal to the day's full pass for every ticker: {u.get('advance_equals_full_pass')}",
+              f"the incremental day's transform went on from the kept windows ({u.get('incremental_pass')}); the whole dataset it left ({u.get('incremental_dataset_rows')} rows, "
+              f"as load_features reads it) equals a full pass of the same day: {u.get('incremental_dataset_equals_full_pass')}; quality report and summary too: "
+              f"{u.get('incremental_quality_equals_full_pass')} (that full pass: {u.get('incremental_full_pass_s', float('nan')):.1f} s)",
               *([f"full rebuild {big} tickers x 1 year: {res[f'universe_{big}_1y']['full_total']:.1f} s (x 10 years: {u['full_total']:.1f} s)"] if f'universe_{big}_1y' in res else []),
               f"load_features all tickers x one month: {res['load_features']['all_tickers_one_month_ms']:.0f} ms",
               f"sync: {json.dumps(res.get('sync'), default=float)}", f"daily run: {json.dumps(res['daily_run'], default=float)}"]
