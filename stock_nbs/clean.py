@@ -259,7 +259,10 @@ def clean_bars(bronze:pd.DataFrame, ticker:str, rules, fx:pd.DataFrame|None=None
 
 def clean_panel(bronze:pd.DataFrame, rules, fx:pd.DataFrame|None=None, base:str='INR', fx_ticker:str='USDINR=X', judge:np.ndarray|None=None) -> tuple[pd.DataFrame, RowHits, dict]:
     "Silver bars of many tickers at once (`bronze` has a `ticker` column): silver rows with `ticker` and `bronze_row` (their input row), what each rule hit (input rows), and the tickers that cannot be cleaned (ticker -> error). `judge`: the input rows whose outlier flags are wanted (default all)."
-    codes, names = pd.factorize(bronze['ticker'].to_numpy(dtype=object), sort=True)
+    t = bronze['ticker']
+    if isinstance(t.dtype, pd.CategoricalDtype) and t.cat.categories.is_monotonic_increasing:  # codes given: no million-row string factorize
+        codes, names = t.cat.codes.to_numpy().astype(np.int64), t.cat.categories.to_numpy(dtype=object)
+    else: codes, names = pd.factorize(t.to_numpy(dtype=object), sort=True)
     cur = np.array([market_of(t).currency for t in names], dtype=object)
     stuck = (cur != base) & ((cur != 'USD') | (fx is None or len(fx) == 0))
     errors = {t: f"no {fx_ticker} rates to convert {c} prices to {base}; ingest {fx_ticker} with the other tickers" for t, c in zip(names[stuck], cur[stuck])}

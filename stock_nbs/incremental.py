@@ -214,7 +214,7 @@ def advance(kept:KeptWindows, parts:list, rules, f, fx:pd.DataFrame|None=None, b
     c, d = bronze['_code'].to_numpy(), _ns(bronze['date'])
     b0, b1 = _bounds(c, len(names))
     judge_date = _at(d, np.maximum(b0, _firsts(d >= first[c], b0, b1) - JUDGE_BEFORE))
-    silver, hits, errors = clean_panel(bronze.drop(columns=['_code', '_rank']).assign(ticker=names[c]), rules, fx, base, fx_ticker, d >= judge_date[c])
+    silver, hits, errors = clean_panel(bronze.drop(columns=['_code', '_rank']).assign(ticker=pd.Categorical.from_codes(c, names)), rules, fx, base, fx_ticker, d >= judge_date[c])
     if silver.empty: return _unchanged(kept, left | errors)
     sc, sd = c[silver['bronze_row'].to_numpy()], _ns(silver['date'])
     s0, s1 = _bounds(sc, len(names))

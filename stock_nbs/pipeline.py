@@ -132,6 +132,7 @@ def _quality(done:dict, settings:Settings, gaps=None) -> tuple[pd.DataFrame, dic
     pieces = []
     for m in sorted(set(market) - {None}):  # gaps net of each exchange's own market move
         mine = market == m
+        if mine.all(): pieces.append(long_gap_steps(names, codes, dates, values, q['gap_sigmas'])); continue  # (one exchange: no 12M-row copies)
         at = mine[codes]
         pieces.append(long_gap_steps(names[mine], (np.cumsum(mine) - 1)[codes[at]], dates[at], values[at], q['gap_sigmas']))
     steps = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=['ticker', 'date', 'gap', 'sigmas'])
@@ -344,6 +345,8 @@ def plan_day(store:Store, settings:Settings, interval:str, tickers:list, fx:pd.D
     if interval != '1d' or settings.features['extra'] or not store.consolidated_path(interval).exists(): return None
     kept = load_windows(store, settings, interval)
     if kept is None: return None
+    lost = [p for p in kept.gap_parts if not (store.root/'kept'/interval/'gaps'/f'{p}.arrow').exists()]
+    if lost: log.warning("kept gaps %s are missing under %s: this transform is a full pass, which keeps them again", lost, store.root/'kept'/interval/'gaps'); return None
     full, seq = _stale_windows(store, interval, kept, tickers)
     if _too_many(full, tickers): return None
     go = set(tickers) - set(full)
@@ -520,7 +523,7 @@ def transform(settings:Settings, tickers=None, interval:str|None=None, progress:
         store.flush()  # silver, gold, dataset and reports were written without a flush each
     return TransformResult(pd.DataFrame(rows), rep, summary, gate, dataset, {k: round(v, 3) for k, v in timings.items()})
 
-# %% ../nbs/09_pipeline.ipynb #6a9181ab
+# %% ../nbs/09_pipeline.ipynb #2a0c67af
 def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     "Log to stderr (warnings, or info with `verbose`) and to a rotating `<data_dir>/logs/pipeline.log`; the log path."
     Store(settings.data_dir).ensure_writable()
@@ -535,7 +538,7 @@ def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     root.setLevel(logging.DEBUG); root.propagate = False
     return path
 
-# %% ../nbs/09_pipeline.ipynb #2a0c67af
+# %% ../nbs/09_pipeline.ipynb #d0f54cdc
 def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir:Path|None=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     "Drift tests, per-ticker rollup and summary of one run; writes alerts, latest tests and the report."
     d, store = settings.drift, Store(settings.data_dir)
@@ -575,7 +578,7 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     if len(alerts) and d['hook']: summary['hook'] = run_hook(d['hook'], {k: summary[k] for k in ('status', 'drifted', 'retrain', 'watch', 'alerts')} | dict(run_id=run_id, interval=interval))
     return tests, roll, summary
 
-# %% ../nbs/09_pipeline.ipynb #d0f54cdc
+# %% ../nbs/09_pipeline.ipynb #1615ae0d
 def failure_share_problem(statuses:pd.Series, limit:float) -> str|None:
     "The message when more than `limit` of the tickers failed, else None (the one rule ingest, transform and run share)."
     share = float((statuses == 'failed').mean()) if len(statuses) else 0.0
@@ -598,7 +601,7 @@ def code_version() -> dict:
     libs = {n: md.version(n) for n in ('pandas', 'numpy', 'pyarrow', 'ta-lib', 'yfinance', 'exchange_calendars')}
     return dict(stock_nbs=stock_nbs.__version__, git=git.stdout.strip() if git and git.returncode == 0 else None, python=platform.python_version(), **libs)
 
-# %% ../nbs/09_pipeline.ipynb #9844a6f2
+# %% ../nbs/09_pipeline.ipynb #ade63e94
 class DailyRun:
     "One pipeline run, stage by stage, holding the data root's lock until `finish`."
     def __init__(self, settings:Settings, run_date, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None):
@@ -614,7 +617,7 @@ class DailyRun:
         self.sync_summary = {'status': 'not requested'}
         self._stack = ExitStack()
 
-# %% ../nbs/09_pipeline.ipynb #1615ae0d
+# %% ../nbs/09_pipeline.ipynb #3fa284d9
 def _open(self:DailyRun) -> DailyRun:
     "Create the run folder, attach the run's log and take the data root's lock."
     store = Store(self.settings.data_dir, self.settings.storage.fsync).ensure_writable()
@@ -635,7 +638,7 @@ def _timed(self:DailyRun, stage:str, fn, *args, **kw):
     finally: self.timings[stage] = round(time.perf_counter() - t0, 3)
 DailyRun.open, DailyRun._timed = _open, _timed
 
-# %% ../nbs/09_pipeline.ipynb #ade63e94
+# %% ../nbs/09_pipeline.ipynb #6c9f5f49
 def _run_ingest(self:DailyRun, progress=None) -> pd.DataFrame:
     "Stage 1: fetch new bars into bronze (and the daily FX series an intraday run's USD tickers need)."
     s, fx = self.settings, self.settings.universe.fx_ticker
@@ -668,7 +671,7 @@ def _run_sync(self:DailyRun) -> dict:
     return self.sync_summary
 DailyRun.ingest, DailyRun.transform, DailyRun.drift, DailyRun.sync = _run_ingest, _run_transform, _run_drift, _run_sync
 
-# %% ../nbs/09_pipeline.ipynb #6c9f5f49
+# %% ../nbs/09_pipeline.ipynb #4cc4c73c
 def _ticker_status(self:DailyRun) -> pd.DataFrame:
     "One row per ticker: status, errors by stage, rows per layer, bars added, quality score."
     df = pd.DataFrame({'ticker': self.tickers})
@@ -686,7 +689,7 @@ def _ticker_status(self:DailyRun) -> pd.DataFrame:
     return df
 DailyRun.ticker_status = _ticker_status
 
-# %% ../nbs/09_pipeline.ipynb #aebc0253
+# %% ../nbs/09_pipeline.ipynb #70741cb8
 def _status(self:DailyRun) -> tuple[str, list]:
     "Run status (ok, degraded or failed) and the reasons for it."
     t = self.ticker_status()
@@ -715,7 +718,7 @@ def _manifest(self:DailyRun) -> dict:
                 artifacts=dict(folder=str(self.folder), log=str(self.folder/'run.log'), dataset=str(self.result.dataset) if self.result and self.result.dataset else None))
 DailyRun.status, DailyRun.manifest = _status, _manifest
 
-# %% ../nbs/09_pipeline.ipynb #4cc4c73c
+# %% ../nbs/09_pipeline.ipynb #12379209
 def _finish(self:DailyRun) -> dict:
     "Write `manifest.json`, release the lock and the run log, prune old runs; the manifest."
     m = self.manifest()
@@ -739,7 +742,7 @@ def prune_runs(settings:Settings):
         shutil.rmtree(old, ignore_errors=True)
         for r in reports.glob(f'{old.name}*.html'): r.unlink(missing_ok=True)
 
-# %% ../nbs/09_pipeline.ipynb #12379209
+# %% ../nbs/09_pipeline.ipynb #38fe8e8a
 def start_run(settings_path=None, run_date=None, tickers=None, source:str|None=None, interval:str|None=None, sync:bool=False, run_id:str|None=None) -> DailyRun:
     "Load settings (papermill parameters override them), validate the parameters, open the run."
     settings = load_settings(settings_path, {'source.kind': source, 'source.interval': interval})

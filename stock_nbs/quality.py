@@ -149,8 +149,10 @@ def long_gap_steps(names:np.ndarray, codes:np.ndarray, dates:np.ndarray, gaps:np
     "`gap_steps` from many tickers' gaps as long arrays (ticker code, date, log gap; a ticker's dates distinct)."
     sizes = np.bincount(codes, minlength=len(names))
     use = sizes >= 20
-    keep = use[codes]
-    codes, dates, gaps, names = (np.cumsum(use) - 1)[codes[keep]], dates[keep].astype('datetime64[ns]'), gaps[keep], names[use]
+    if not use.all():  # (12M rows at 5,000 tickers: copied only when some ticker is too short)
+        keep = use[codes]
+        codes, dates, gaps, names = (np.cumsum(use) - 1)[codes[keep]], dates[keep], gaps[keep], names[use]
+    dates = dates.astype('datetime64[ns]', copy=False)
     if not len(names): return pd.DataFrame(columns=['ticker', 'date', 'gap', 'sigmas'])
     # a tickers x dates matrix in numpy, filled in one go: aligning thousands of Series in a pandas frame took seconds
     d = dates.view(np.int64)

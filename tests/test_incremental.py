@@ -128,3 +128,16 @@ def test_a_rewritten_bronze_file_makes_the_day_a_full_pass_that_folds_the_day_pa
     res = transform(s, progress=False, today='2024-06-19')
     assert res.summary['pass'] == 'full'
     assert st.parts('silver', '1d') == [] and st.parts('gold', '1d') == [] and st.parts('bronze', '1d') == []
+
+
+def test_lost_kept_gaps_make_the_day_a_full_pass_that_keeps_them_again(day_root, caplog):
+    s, st = settings(day_root, **GATE), Store(day_root)
+    ingest(s, run_date='2024-06-20', progress=False)
+    shutil.rmtree(day_root/'kept'/'1d'/'gaps')
+    with caplog.at_level('WARNING', logger='stock_nbs.pipeline'):
+        assert transform(s, progress=False, today='2024-06-20').summary['pass'] == 'full'
+    assert 'kept gaps' in caplog.text and 'full pass' in caplog.text
+    ingest(s, run_date='2024-06-21', progress=False)
+    res = transform(s, progress=False, today='2024-06-21')
+    assert res.summary['pass'] == {'continued': 6, 'advanced': 6, 'full': 0}
+    same_outputs(day_root, res, s, '2024-06-21')
