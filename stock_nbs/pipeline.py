@@ -258,6 +258,7 @@ def save_windows(store:Store, settings:Settings, interval:str, done:dict, kept:K
         _write_kept(pa.Table.from_pandas(getattr(kept, k), preserve_index=False).replace_schema_metadata(meta), store.root/'kept'/interval/f'{k}.arrow')
     for p in (store.root/'kept'/interval/'gaps').glob('*.arrow'):  # parts no window set refers to any more
         if p.stem not in {str(x) for x in gap_parts}: p.unlink(missing_ok=True)
+    for p in (store.root/'kept'/interval).glob('*.parquet'): p.unlink(missing_ok=True)  # windows an older version kept as Parquet
 
 def save_gaps(store:Store, interval:str, names:np.ndarray, codes:np.ndarray, dates:np.ndarray, gaps:np.ndarray, since:dict) -> int:
     "Write a part of the kept overnight gaps (ticker `names[codes]`, date, log gap; its rows replace each ticker's kept gaps from `since[ticker]` on); its number."
