@@ -272,7 +272,7 @@ def save_gaps(store:Store, interval:str, names:np.ndarray, codes:np.ndarray, dat
 def load_gaps(store:Store, interval:str, parts:list, names:np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "The kept overnight gaps of `names` from the parts `parts`, later parts laid over earlier ones: (ticker code, date, log gap), in no particular order."
     index, pieces = pd.Index(names), []
-    for k, seq in enumerate(parts):
+    for seq in parts:
         path = store.root/'kept'/interval/'gaps'/f'{seq}.arrow'
         try: t = _read_kept(path)
         except (OSError, pa.ArrowException) as e: raise StockNbsError(f"kept gaps {path} are unreadable ({e}); run `stock-nbs transform --full` to rebuild them") from None
@@ -298,6 +298,7 @@ FULL_PASS_SHARE, FULL_PASS_FEW = 0.05, 10  # a day takes the full pass when more
 def _too_many(full:dict, tickers:list) -> bool:
     "Whether so many tickers need the full pass that the whole day should take it."
     return len(full) > max(FULL_PASS_SHARE * len(tickers), min(FULL_PASS_FEW, len(tickers) // 2))
+
 WHOLE_HISTORY = pd.Timestamp('1678-01-01')  # the `since` of a ticker whose whole gold a part holds (about the earliest day a ns timestamp holds)
 
 @dataclass
@@ -419,7 +420,7 @@ def _continued(store:Store, settings:Settings, interval:str, plan:DayPlan, today
     "The continued tickers' results (quality facts from their running facts plus their windows, counts), their whole overnight gaps (`_long_gaps`' extra), and the day's part of the kept gaps; their windows' running facts move on to the new cuts."
     before, after = plan.before, plan.advanced.kept
     names = np.array(plan.continued, dtype=object)
-    index, q = pd.Index(names), quality_settings(settings, interval)
+    q = quality_settings(settings, interval)
     cals = [market_of(t).calendar for t in names]
     at = after.tickers['ticker'].isin(list(names)).to_numpy()  # (windows are sorted by ticker, as `names`)
     old = pd.DataFrame({k: after.tickers[f'q_{k}'].to_numpy()[at] for k in FACT_COLUMNS})  # the running facts at the cut as kept
