@@ -128,12 +128,10 @@ class SyntheticSource:
         self.seed, self.faults, self.fault_rate = seed, tuple(faults), fault_rate
         self.regime_start, self.regime_vol = regime_start, regime_vol
 
-    def _columns(self, ticker:str, dates:pd.DatetimeIndex, start) -> dict:
-        "Bar arrays of one ticker for `dates` (business days from the epoch) on and after `start`."
-        i0 = dates.searchsorted(pd.Timestamp(start))
+    def _columns(self, ticker:str, dates:pd.DatetimeIndex, i0:int, years_to_anchor:np.ndarray) -> dict:
+        "Bar arrays of one ticker for `dates` (business days from the epoch) from index `i0` on (`years_to_anchor`: of those dates)."
         z, u = _draws(ticker, self.seed, len(dates), bool(self.faults))
         cols = _path(_profile(ticker, self.seed), z, dates, i0, self.regime_start, self.regime_vol)
-        years_to_anchor = (_ADJ_ANCHOR - dates[i0:]).days.to_numpy() / 365.25
         cols['adj_close'] = cols['close'].copy() if is_fx(ticker) else _round_to(cols['close'] * np.exp(-_ADJ_YIELD * years_to_anchor), 1e-4)
         return _inject(cols, u[i0:], self.faults, self.fault_rate) if self.faults else cols
 
@@ -142,7 +140,9 @@ class SyntheticSource:
         start, end = pd.Timestamp(start), pd.Timestamp(end)
         if start < SYNTHETIC_EPOCH: raise SourceError(f"synthetic data starts {SYNTHETIC_EPOCH.date()}; asked from {start.date()}")
         dates = pd.bdate_range(SYNTHETIC_EPOCH, end)
-        parts = [self._columns(t, dates, start) for t in tickers]
+        i0 = dates.searchsorted(start)  # the same for every ticker: date arithmetic once per fetch, not per ticker (~0.3 ms each)
+        years_to_anchor = (_ADJ_ANCHOR - dates[i0:]).days.to_numpy() / 365.25
+        parts = [self._columns(t, dates, i0, years_to_anchor) for t in tickers]
         offsets = np.cumsum([0] + [len(p['date']) for p in parts])
         df = pd.DataFrame({c: np.concatenate([p[c] for p in parts]) if parts else [] for c in BAR_FIELDS})
         if not parts: df['date'] = pd.to_datetime(df['date'])
