@@ -13,7 +13,7 @@ from .features import indicator_fold, panel_fold, gold_frame, core_names, _windo
 # %% auto #0
 __all__ = ['HIT_RULES', 'HIT_KEYS', 'SMOOTHINGS', 'JUDGE_BEFORE', 'OUTPUT_BEFORE', 'SETTLED', 'hit_bits', 'bit_counts',
            'ticker_codes', 'clean_counts', 'kept_rows', 'ticker_window', 'KeptWindows', 'kept_windows', 'window_counts',
-           'without', 'combine', 'Advanced', 'advance']
+           'without', 'combine', 'replaced', 'Advanced', 'advance']
 
 # %% ../nbs/09a_incremental.ipynb #a4d041fe
 HIT_RULES = ['duplicates', 'nulls', 'nonpositive', 'spikes', 'ohlc', 'placeholder', 'zero_volume', 'outliers', 'fx_stale']
@@ -134,6 +134,12 @@ def combine(old:KeptWindows, new:KeptWindows, drop=()) -> KeptWindows:
     return KeptWindows(pick(old.tickers, new.tickers), pick(old.bronze, new.bronze), pick(old.silver, new.silver))
 
 # %% ../nbs/09a_incremental.ipynb #3aa9a897
+def replaced(codes:np.ndarray, dates:np.ndarray, ranks:np.ndarray, since:np.ndarray) -> np.ndarray:
+    "Rows a later piece replaces: piece k replaces each ticker's rows of earlier pieces from `since[code, k]` on (int64 ns; `dates` as ns)."
+    dates, gone = dates.view(np.int64) if dates.dtype.kind == 'M' else dates, np.zeros(len(codes), bool)
+    for k in range(1, since.shape[1]): gone |= (ranks < k) & (dates >= since[codes, k])
+    return gone
+
 def _overlaid(kept:KeptWindows, names:np.ndarray, parts:list) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     "Each of `names`' window rows with `parts` ((since: ticker -> date, rows with `ticker`), oldest first) laid over: rows sorted by (ticker, date), their ticker codes and kept hits (new rows: 0), and each ticker's first replaced date."
     index = pd.Index(names)
@@ -146,10 +152,7 @@ def _overlaid(kept:KeptWindows, names:np.ndarray, parts:list) -> tuple[pd.DataFr
         at = index.get_indexer(list(days))
         since[at[at >= 0], k] = pd.to_datetime([v for t, v in days.items() if t in index]).as_unit('ns').asi8 if len(days) else []
     df = pd.concat(pieces, ignore_index=True)
-    d, c, r = _ns(df['date']), df['_code'].to_numpy(), df['_rank'].to_numpy()
-    gone = np.zeros(len(df), bool)
-    for k in range(1, len(parts) + 1): gone |= (r < k) & (d >= since[c, k])  # a part replaces the earlier rows from its date on
-    df = df[~gone]
+    df = df[~replaced(df['_code'].to_numpy(), _ns(df['date']), df['_rank'].to_numpy(), since)]
     df = df.iloc[np.lexsort((df['date'].to_numpy(), df['_code'].to_numpy()))].reset_index(drop=True)  # stable: a date's rows keep their order
     return df, df.pop('_hits').to_numpy(np.uint32), since.min(axis=1)
 

@@ -16,7 +16,7 @@ from .ingest import ingest, check_run_date
 from .store import Store, atomic_write, dataset_table
 from .workers import TickerPool
 from .clean import clean_bars, RowHits
-from .incremental import KeptWindows, Advanced, ticker_window, kept_windows, combine, without, kept_rows, hit_bits, advance, window_counts, ticker_codes
+from .incremental import KeptWindows, Advanced, ticker_window, kept_windows, combine, without, kept_rows, hit_bits, advance, window_counts, ticker_codes, replaced
 from .features import compute_features
 from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
 from .quality import first_future_day, ohlc_problems, ticker_facts, finish_report, split_source_gaps, missing_sessions, overnight_gaps, long_gap_steps, output_gate, _dates_text, add_facts, no_facts, report_facts, FACT_COLUMNS
@@ -109,9 +109,9 @@ def _fx_silver(store:Store, settings:Settings, interval:str) -> pd.DataFrame|Non
     return None if bronze is None else clean_bars(bronze, fx_ticker, settings.clean)[0]
 
 # %% ../nbs/09_pipeline.ipynb #fc4e91e3
-def _long_gaps(done:dict, extra=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    "The overnight gaps of the results (`TickerResult.gaps`) and `extra` (names, codes, dates, gaps) as one set of long arrays."
-    series = {t: r.gaps for t, r in done.items() if r.gaps is not None and len(r.gaps)}
+def _long_gaps(series:dict, extra=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "Overnight gaps by ticker (ticker -> Series by date) and `extra` (names, codes, dates, gaps) as one set of long arrays."
+    series = {t: g for t, g in series.items() if g is not None and len(g)}
     names = np.array(list(series), dtype=object)
     codes = np.repeat(np.arange(len(names)), [len(g) for g in series.values()])
     dates = np.concatenate([g.index.to_numpy().astype('datetime64[ns]') for g in series.values()]) if series else np.zeros(0, 'datetime64[ns]')
@@ -127,7 +127,7 @@ def _quality(done:dict, settings:Settings, gaps=None) -> tuple[pd.DataFrame, dic
     wide, _ = split_source_gaps({t: r.facts['missing'] for t, r in done.items() if market_of(t).calendar == 'XBOM'}, q['source_gap_share'])
     rows = [finish_report(r.facts, wide) for r in done.values()]
     counts = {t: r.counts for t, r in done.items()}
-    names, codes, dates, values = _long_gaps(done, gaps)  # daily only: overnight gaps are a daily notion
+    names, codes, dates, values = _long_gaps({t: r.gaps for t, r in done.items()}, gaps)  # daily only: overnight gaps are a daily notion
     market = np.array([market_of(t).calendar for t in names], dtype=object)
     pieces = []
     for m in sorted(set(market) - {None}):  # gaps net of each exchange's own market move
@@ -215,8 +215,12 @@ def _read_kept(path:Path) -> pa.Table:
 def load_windows(store:Store, settings:Settings, interval:str) -> KeptWindows|None:
     "The kept windows of `interval`, or None when there are none, they were kept under other settings, or a write was interrupted."
     folder = store.root/'kept'/interval
-    try: tables = [_read_kept(folder/f'{k}.arrow') for k in KEPT_FILES]
-    except (OSError, pa.ArrowException): return None
+    tables = []
+    for path in (folder/f'{k}.arrow' for k in KEPT_FILES):
+        try: tables.append(_read_kept(path))
+        except FileNotFoundError: return None  # none kept yet
+        except (OSError, pa.ArrowException) as e:
+            log.warning("kept windows %s are unreadable (%s): this transform is a full pass, which keeps them again", path, e); return None
     metas = [json.loads((t.schema.metadata or {}).get(b'stock_nbs.kept', b'{}')) for t in tables]
     if len({m.get('token') for m in metas}) != 1 or metas[0].get('settings') != _kept_fingerprint(settings): return None
     kept = KeptWindows(*(t.replace_schema_metadata(None).to_pandas() for t in tables))
@@ -283,14 +287,10 @@ def load_gaps(store:Store, interval:str, parts:list, names:np.ndarray) -> tuple[
         at = index.get_indexer(list(days))
         since[at[at >= 0]] = [pd.Timestamp(v).value for x, v in zip(at, days.values()) if x >= 0]
         pieces.append((code, t['date'].to_numpy().astype('datetime64[ns]').view(np.int64), t['gap'].to_numpy(), since))
-    out = []
-    for k, (code, date, gap, _) in enumerate(pieces):
-        keep = code >= 0
-        for *_, since in pieces[k + 1:]: keep &= date < since[np.maximum(code, 0)]  # a later part replaces from its date on
-        out.append((code[keep], date[keep], gap[keep]))
-    if not out: return np.zeros(0, np.int64), np.zeros(0, 'datetime64[ns]'), np.zeros(0)
-    code, date, gap = (np.concatenate([o[i] for o in out]) for i in range(3))
-    return code, date.view('datetime64[ns]'), gap
+    if not pieces: return np.zeros(0, np.int64), np.zeros(0, 'datetime64[ns]'), np.zeros(0)
+    code, date, gap = (np.concatenate([p[i] for p in pieces]) for i in range(3))
+    keep = (code >= 0) & ~replaced(code, date, np.repeat(np.arange(len(pieces)), [len(p[0]) for p in pieces]), np.column_stack([p[3] for p in pieces]))
+    return code[keep], date[keep].view('datetime64[ns]'), gap[keep]
 
 # %% ../nbs/09_pipeline.ipynb #3448b075
 FULL_PASS_SHARE, FULL_PASS_FEW = 0.05, 10  # a day takes the full pass when more tickers need one than this share of the run, and than this few (at most half the run)
@@ -413,7 +413,7 @@ def _segment_gaps(rows:pd.DataFrame, codes:np.ndarray, last_close:np.ndarray, ro
 def _prefix_gaps(done:dict) -> tuple:
     "The overnight gaps of each result with a window before its cut: (names, codes, dates, gaps, since) for `save_gaps`."
     kept = {t: r.gaps[r.gaps.index < r.window['cut']] for t, r in done.items() if r.window is not None and r.gaps is not None}
-    names, codes, dates, gaps = _long_gaps({t: TickerResult(t, gaps=g) for t, g in kept.items()})
+    names, codes, dates, gaps = _long_gaps(kept)
     return names, codes, dates, gaps, {t: WHOLE_HISTORY for t in names}
 
 def _continued(store:Store, settings:Settings, interval:str, plan:DayPlan, today) -> tuple[dict, tuple, tuple]:

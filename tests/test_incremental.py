@@ -141,3 +141,14 @@ def test_lost_kept_gaps_make_the_day_a_full_pass_that_keeps_them_again(day_root,
     res = transform(s, progress=False, today='2024-06-21')
     assert res.summary['pass'] == {'continued': 6, 'advanced': 6, 'full': 0}
     same_outputs(day_root, res, s, '2024-06-21')
+
+
+def test_unreadable_kept_windows_make_the_day_a_full_pass_with_a_warning(day_root, caplog):
+    s = settings(day_root, **GATE)
+    ingest(s, run_date='2024-06-24', progress=False)
+    (day_root/'kept'/'1d'/'tickers.arrow').write_bytes(b'not an arrow file')
+    with caplog.at_level('WARNING', logger='stock_nbs.pipeline'):
+        assert transform(s, progress=False, today='2024-06-24').summary['pass'] == 'full'
+    assert 'unreadable' in caplog.text and 'tickers.arrow' in caplog.text
+    ingest(s, run_date='2024-06-25', progress=False)
+    assert transform(s, progress=False, today='2024-06-25').summary['pass'] == {'continued': 6, 'advanced': 6, 'full': 0}
