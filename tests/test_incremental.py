@@ -62,7 +62,7 @@ def test_advancing_the_kept_windows_by_the_next_days_parts_gives_the_full_pass(s
         kept = adv.kept
         saved = load_windows(st, s, '1d')  # the day's full pass kept the same windows the advance moved to
         for k in ('bronze', 'silver'):
-            pd.testing.assert_frame_equal(getattr(kept, k), getattr(saved, k), check_dtype=False)
+            pd.testing.assert_frame_equal(getattr(kept, k), getattr(saved, k))
         kept.tickers['parts_seq'] = saved.tickers.parts_seq.to_numpy()
 
 
@@ -83,7 +83,7 @@ def same_outputs(day_root, day_res, s, day):
     assert day_res.gate == ref.gate and len(ref.gate) == 2 and 'High < Low' in ref.gate[1]  # rows, and OHLC breaks the silver step flags
     kept_a, kept_b = load_windows(a, s, '1d'), load_windows(b, r, '1d')
     for k in ('tickers', 'bronze', 'silver'):
-        pd.testing.assert_frame_equal(getattr(kept_a, k).drop(columns=['tail'], errors='ignore'), getattr(kept_b, k).drop(columns=['tail'], errors='ignore'), check_dtype=False)
+        pd.testing.assert_frame_equal(getattr(kept_a, k).drop(columns=['tail'], errors='ignore'), getattr(kept_b, k).drop(columns=['tail'], errors='ignore'))
     assert b.parts('silver', '1d') == [] and b.parts('gold', '1d') == []  # the full pass folded the day parts into the files and the dataset
     return ref
 
