@@ -11,9 +11,9 @@ from .clean import SILVER_COLUMNS, RowHits, clean_panel, group_firsts, block_sta
 from .features import indicator_fold, panel_fold, gold_frame, core_names, _window
 
 # %% auto #0
-__all__ = ['HIT_RULES', 'HIT_KEYS', 'SMOOTHINGS', 'JUDGE_BEFORE', 'OUTPUT_BEFORE', 'SETTLED', 'hit_bits', 'bit_counts',
-           'ticker_codes', 'clean_counts', 'kept_rows', 'ticker_window', 'KeptWindows', 'kept_windows', 'window_counts',
-           'without', 'combine', 'replaced', 'Advanced', 'advance']
+__all__ = ['HIT_RULES', 'HIT_KEYS', 'ANCHOR_BACK', 'SMOOTHINGS', 'JUDGE_BEFORE', 'OUTPUT_BEFORE', 'SETTLED', 'hit_bits',
+           'bit_counts', 'ticker_codes', 'clean_counts', 'kept_rows', 'ticker_window', 'KeptWindows', 'kept_windows',
+           'window_counts', 'without', 'combine', 'replaced', 'Advanced', 'advance']
 
 # %% ../nbs/09a_incremental.ipynb #a4d041fe
 HIT_RULES = ['duplicates', 'nulls', 'nonpositive', 'spikes', 'ohlc', 'placeholder', 'zero_volume', 'outliers', 'fx_stale']
@@ -58,6 +58,8 @@ def clean_counts(rows_in:int, hits:np.ndarray, rows_out:int) -> dict:
     return {'rows_in': int(rows_in), **{k: int(v) for k, v in zip(HIT_KEYS, hits) if v}, 'rows_out': int(rows_out)}
 
 # %% ../nbs/09a_incremental.ipynb #d0cb0b41
+ANCHOR_BACK = 16  # silver rows before a window's end at which it also keeps the indicator state (a day's output starts ~7 rows back)
+
 def kept_rows(rules) -> int:
     "Bronze rows a ticker's window keeps under the `[clean]` settings."
     return int(rules['outlier_window']) + 80
@@ -78,10 +80,14 @@ def ticker_window(ticker:str, bronze:pd.DataFrame, bits:np.ndarray, silver:pd.Da
     if cb == 0: return None
     cut = d[cb].astype('datetime64[ns]')
     cs = int(np.searchsorted(silver['date'].to_numpy(), cut))
-    _, state = indicator_fold(silver[f['price']].to_numpy(dtype=np.float64, na_value=np.nan)[:cs], f)
+    price = silver[f['price']].to_numpy(dtype=np.float64, na_value=np.nan)
+    _, state = indicator_fold(price[:cs], f)
     warm = gold['is_warmup'].to_numpy()[gold['date'].to_numpy() >= cut]
-    if state['smooth'] is None or len(state['tail']) != _window(f) or len(warm) != len(silver) - cs or warm.any(): return None
-    return dict(ticker=ticker, cut=cut, tail=np.asarray(state['tail']), smooth=state['smooth'], rows_before=cb, silver_before=cs, gold_before=int(np.searchsorted(gold['date'].to_numpy(), cut)), hits_before=bit_counts(bits[:cb])[0],
+    if state['smooth'] is None or len(state['tail']) != _window(f) or len(warm) != len(silver) - cs or warm.any() or cs == len(silver): return None
+    at = max(cs, len(silver) - ANCHOR_BACK)  # a recent state too: a day folds on from it, not from the cut
+    anchor = indicator_fold(price[cs:at], f, dict(tail=list(state['tail']), smooth=dict(state['smooth'])))[1] if at > cs else state
+    return dict(ticker=ticker, cut=cut, tail=np.asarray(state['tail']), smooth=state['smooth'], anchor=silver['date'].to_numpy()[at].astype('datetime64[ns]'),
+                a_tail=np.asarray(anchor['tail']), a_smooth=anchor['smooth'], rows_before=cb, silver_before=cs, gold_before=int(np.searchsorted(gold['date'].to_numpy(), cut)), hits_before=bit_counts(bits[:cb])[0],
                 bronze=_columns(bronze, BAR_FIELDS, slice(cb, None)) | {'hits': bits[cb:]}, silver=_columns(silver, SILVER_COLUMNS, slice(cs, None)))
 
 # %% ../nbs/09a_incremental.ipynb #7e36e114
@@ -106,6 +112,8 @@ def kept_windows(entries:list) -> KeptWindows:
     smooth = sorted(entries[0]['smooth']) if entries else []
     tickers = pd.DataFrame({'ticker': [e['ticker'] for e in entries], 'cut': pd.to_datetime([e['cut'] for e in entries]),
                             'tail': [e['tail'] for e in entries], **{k: [e['smooth'][k] for e in entries] for k in smooth},
+                            'anchor': pd.to_datetime([e['anchor'] for e in entries]), 'a_tail': [e['a_tail'] for e in entries],
+                            **{f'a_{k}': [e['a_smooth'][k] for e in entries] for k in smooth},
                             **{k: [e[k] for e in entries] for k in ('rows_before', 'silver_before', 'gold_before')},
                             **dict(zip(HIT_KEYS, np.array([e['hits_before'] for e in entries], np.int64).reshape(-1, len(HIT_KEYS)).T)),
                             **{k: [e['keep'][k] for e in entries] for k in (entries[0].get('keep') or {} if entries else {})}})  # what a caller keeps with a window
@@ -242,7 +250,17 @@ def advance(kept:KeptWindows, parts:list, rules, f, fx:pd.DataFrame|None=None, b
     states = [dict(tail=list(t), smooth={k: smooth[k][i] for k in SMOOTHINGS}) for i, t in enumerate(kt['tail'])]
     price = silver[f['price']].to_numpy(dtype=np.float64, na_value=np.nan)
     _, states = _fold(price, s0, np.where(ok, new_cut - s0, 0), states, f)
-    feats, _ = _fold(price, new_cut, np.where(ok, s1 - new_cut, 0), states, f)
+    # ... and the output's from the kept recent state when the output starts after it (else from the new cut), keeping the next one on the way
+    na = np.maximum(new_cut, s1 - ANCHOR_BACK)  # where the moved window keeps its recent state
+    a_at = _firsts(sd >= kt['anchor'].to_numpy().astype('datetime64[ns]').view(np.int64)[sc], s0, s1)
+    use = ok & (a_at >= new_cut) & (a_at <= out) & (a_at <= na)  # rows before the output are as the state saw them
+    a_smooth = {k: kt[f'a_{k}'].to_numpy() for k in SMOOTHINGS}
+    start = np.where(use, a_at, new_cut)
+    starts = [dict(tail=list(kt['a_tail'].iloc[i]), smooth={k: a_smooth[k][i] for k in SMOOTHINGS}) if use[i] else states[i] for i in range(len(names))]
+    early, recent = _fold(price, start, np.where(ok, na - start, 0), starts, f)
+    late, _ = _fold(price, na, np.where(ok, s1 - na, 0), recent, f)
+    first_half = (np.arange(len(sd)) < na[sc])
+    feats = {k: np.where(first_half, early[k], late[k]) for k in early}
     # outputs: silver and gold from each continued ticker's output date
     rows = ok[sc] & (sd >= out_date[sc])
     silver_cols = {col: silver[col].to_numpy()[rows] for col in SILVER_COLUMNS}
@@ -260,6 +278,8 @@ def advance(kept:KeptWindows, parts:list, rules, f, fx:pd.DataFrame|None=None, b
     idx = np.flatnonzero(ok)
     moved = pd.DataFrame({'ticker': names[ok], 'cut': cut[ok].astype('datetime64[ns]'), 'tail': [np.asarray(states[i]['tail']) for i in idx],
                           **{k: [states[i]['smooth'][k] for i in idx] for k in SMOOTHINGS},
+                          'anchor': _at(sd, na)[ok].astype('datetime64[ns]'), 'a_tail': [np.asarray(recent[i]['tail']) for i in idx],
+                          **{f'a_{k}': [recent[i]['smooth'][k] for i in idx] for k in SMOOTHINGS},
                           'rows_before': kt['rows_before'].to_numpy()[ok] + np.bincount(c[gone], minlength=len(names))[ok],
                           'silver_before': kt['silver_before'].to_numpy()[ok] + (new_cut - s0)[ok],
                           'gold_before': kt['gold_before'].to_numpy()[ok] + (new_cut - s0)[ok],  # the window's silver rows are all gold rows (warm)

@@ -190,7 +190,7 @@ def day_tally(kept:GateTally, today, columns:list, new:pa.Table, since:dict, row
 
 # %% ../nbs/09_pipeline.ipynb #d964e65c
 KEPT_FILES = ('tickers', 'bronze', 'silver')
-KEPT_VERSION = 3  # what a window holds; windows of another version are not read
+KEPT_VERSION = 4  # what a window holds; windows of another version are not read
 
 def _bronze_stat(store:Store, interval:str, tickers) -> tuple[np.ndarray, np.ndarray]:
     "Size and change time (ns) of each ticker's bronze file (-1: none): a window is only good while its bronze file is the one it was cut from."

@@ -1,7 +1,7 @@
 """The windows a daily transform keeps continue the next day exactly: advancing them by the day's bronze part gives the gold and counts a full pass gives,
 and a daily transform that goes on from them leaves every output as a full pass would."""
 import json, shutil
-import pandas as pd
+import numpy as np, pandas as pd
 import pytest
 from stock_nbs.config import load_settings
 from stock_nbs.ingest import ingest
@@ -83,7 +83,9 @@ def same_outputs(day_root, day_res, s, day):
     assert day_res.gate == ref.gate and len(ref.gate) == 2 and 'High < Low' in ref.gate[1]  # rows, and OHLC breaks the silver step flags
     kept_a, kept_b = load_windows(a, s, '1d'), load_windows(b, r, '1d')
     for k in ('tickers', 'bronze', 'silver'):
-        pd.testing.assert_frame_equal(getattr(kept_a, k).drop(columns=['tail'], errors='ignore'), getattr(kept_b, k).drop(columns=['tail'], errors='ignore'))
+        pd.testing.assert_frame_equal(getattr(kept_a, k).drop(columns=['tail', 'a_tail'], errors='ignore'), getattr(kept_b, k).drop(columns=['tail', 'a_tail'], errors='ignore'))
+    for k in ('tail', 'a_tail'):  # the indicator states, at each window's cut and near its end
+        np.testing.assert_array_equal(np.stack(list(kept_a.tickers[k])), np.stack(list(kept_b.tickers[k])))
     assert b.parts('silver', '1d') == [] and b.parts('gold', '1d') == []  # the full pass folded the day parts into the files and the dataset
     return ref
 
