@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging, warnings
 import numpy as np, pandas as pd
 from .config import StockNbsError, market_of, is_fx
-from .sources import BAR_FIELDS, PRICE_COLUMNS, VALUE_COLUMNS, float_matrix
+from .sources import BAR_FIELDS, PRICE_COLUMNS, VALUE_COLUMNS, float_matrix, text_rows
 
 # %% auto #0
 __all__ = ['log', 'FLAGS', 'SILVER_COLUMNS', 'CleanError', 'RowHits', 'apply_policy', 'with_flags', 'group_firsts',
@@ -216,9 +216,10 @@ def _day(dates:pd.Series) -> pd.Series:
     return (dates.dt.tz_localize(None) if dates.dt.tz is not None else dates).dt.normalize().astype('datetime64[ns]')
 
 def convert_currency(df:pd.DataFrame, currency, fx:pd.DataFrame|None, counts:dict, base:str='INR', max_stale_days:int=4, fx_ticker:str='USDINR=X') -> pd.DataFrame:
-    "Prices in `base` (`currency`: the ticker's, or each input row's); adds `currency` (native) and `fx_rate`; drops and counts bars with no fresh rate."
-    cur = np.broadcast_to(np.asarray(currency, dtype=object), (len(df),)) if np.ndim(currency) == 0 else np.asarray(currency, dtype=object)[df['_row'].to_numpy()]
-    df = df.assign(currency=cur, fx_rate=np.ones(len(df)))
+    "Prices in `base` (`currency`: the ticker's, or each group's by `_g`); adds `currency` (native) and `fx_rate`; drops and counts bars with no fresh rate."
+    if np.ndim(currency) == 0: cur = text = np.broadcast_to(np.asarray(currency, dtype=object), (len(df),))
+    else: g = df['_g'].to_numpy(); cur, text = np.asarray(currency, dtype=object)[g], text_rows([currency], g)
+    df = df.assign(currency=text, fx_rate=np.ones(len(df)))
     foreign = cur != base
     if not foreign.any(): return df
     if (cur[foreign] != 'USD').any() or fx is None or fx.empty:
@@ -270,6 +271,6 @@ def clean_panel(bronze:pd.DataFrame, rules, fx:pd.DataFrame|None=None, base:str=
     order = order[~stuck[codes[order]]]
     df = with_flags(bronze.take(order), codes[order]).assign(_row=order)
     hits = RowHits()
-    df = _clean(df, rules, hits, np.array([is_fx(t) for t in names])[codes], cur[codes], fx, base, fx_ticker, judge)
-    silver = pd.DataFrame({'ticker': names[df['_g'].to_numpy()], **{c: df[c].array for c in SILVER_COLUMNS}, 'bronze_row': df['_row'].to_numpy()})
+    df = _clean(df, rules, hits, np.array([is_fx(t) for t in names])[codes], cur, fx, base, fx_ticker, judge)
+    silver = pd.DataFrame({'ticker': text_rows([names], df['_g'].to_numpy()), **{c: df[c].array for c in SILVER_COLUMNS}, 'bronze_row': df['_row'].to_numpy()})
     return silver, hits, errors

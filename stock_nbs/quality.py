@@ -6,7 +6,7 @@
 from __future__ import annotations
 import datetime as dt, os, json, warnings
 from functools import lru_cache
-import numpy as np, pandas as pd
+import bottleneck as bn, numpy as np, pandas as pd
 from .config import StockNbsError, market_of
 from .sources import float_matrix
 
@@ -166,10 +166,11 @@ def long_gap_steps(names:np.ndarray, codes:np.ndarray, dates:np.ndarray, gaps:np
     with warnings.catch_warnings(), np.errstate(divide='ignore', invalid='ignore'):
         warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN rows and columns: their median is NaN, never a hit
         # in place where it can be: each new 100 MB matrix costs more in page faults than the arithmetic on it
-        z = m - np.nanmedian(m, axis=0, keepdims=True) if len(names) >= min_tickers else m.copy()  # net of the market's gap that day
-        z -= np.nanmedian(z, axis=1, keepdims=True)  # deviation from the ticker's median
+        # bottleneck's medians: numpy's nanmedian loops in Python over rows of this size (0.6 s against 0.3 s at 5,000 x 2,600)
+        z = m - bn.nanmedian(m, axis=0)[None, :] if len(names) >= min_tickers else m.copy()  # net of the market's gap that day
+        z -= bn.nanmedian(z, axis=1)[:, None]  # deviation from the ticker's median
         a = np.abs(z)
-        z /= 1.4826 * np.nanmedian(a, axis=1, keepdims=True)  # in robust sigmas
+        z /= 1.4826 * bn.nanmedian(a, axis=1)[:, None]  # in robust sigmas
         col, row = np.nonzero(np.greater(np.abs(z, out=a), sigmas, out=np.empty(z.shape, bool)))
     order = np.lexsort((col, row))  # by date, then ticker
     col, row = col[order], row[order]

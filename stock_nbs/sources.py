@@ -5,19 +5,20 @@
 # %% ../nbs/01_sources.ipynb #eea6121d
 from __future__ import annotations
 import datetime as dt, glob, logging, re, time, warnings, zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, pyarrow as pa
 from scipy.signal import lfilter
 from tenacity import Retrying, stop_after_attempt, retry_if_exception_type
 from .config import (StockNbsError, Settings, market_of, symbol_of, is_fx, normalize_column,
                               BAR_FIELDS, FAULTS)
 
 # %% auto #0
-__all__ = ['log', 'BRONZE_COLUMNS', 'PRICE_COLUMNS', 'VALUE_COLUMNS', 'SYNTHETIC_EPOCH', 'INTERVAL_MINUTES', 'REQUIRED_FIELDS',
-           'LOOKBACK_DAYS', 'SourceError', 'is_intraday', 'float_matrix', 'to_bronze', 'FetchResult', 'SyntheticSource',
-           'read_bar_csv', 'CsvSource', 'check_lookback', 'split_yf_frame', 'YahooUnavailable', 'YahooRateLimited',
-           'YahooSource', 'make_source']
+__all__ = ['log', 'BRONZE_COLUMNS', 'PRICE_COLUMNS', 'VALUE_COLUMNS', 'TEXT', 'SYNTHETIC_EPOCH', 'INTERVAL_MINUTES',
+           'REQUIRED_FIELDS', 'LOOKBACK_DAYS', 'SourceError', 'is_intraday', 'text_rows', 'float_matrix', 'to_bronze',
+           'FetchResult', 'TickerSlices', 'SyntheticSource', 'read_bar_csv', 'CsvSource', 'check_lookback',
+           'split_yf_frame', 'YahooUnavailable', 'YahooRateLimited', 'YahooSource', 'make_source']
 
 # %% ../nbs/01_sources.ipynb #a3f39178
 log = logging.getLogger('stock_nbs.sources')
@@ -31,6 +32,14 @@ class SourceError(StockNbsError):
 def is_intraday(interval:str) -> bool:
     "True for minute and hour intervals."
     return interval != '1d'
+
+TEXT = pd.StringDtype('pyarrow', na_value=np.nan)  # pandas 3's default text dtype
+
+def text_rows(pieces, at:np.ndarray|None=None) -> pd.api.extensions.ExtensionArray:
+    "Rows `at` of text pieces laid end to end (pandas text columns, Arrow arrays or arrays of Python strings) as a pandas text column, gathered in Arrow: pandas takes ~0.2 s to make a million Python strings into one."
+    arrays = [(p if isinstance(p, (pa.Array, pa.ChunkedArray)) else pa.array(p, pa.large_string())).cast(pa.large_string()) for p in pieces]
+    text = pa.chunked_array([c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])], pa.large_string())
+    return pd.array(text if at is None else text.take(pa.array(at, pa.int64())), dtype=TEXT)
 
 def float_matrix(df:pd.DataFrame, cols) -> np.ndarray:
     "Columns of `df` as one float64 matrix (rows x columns), missing values NaN: per-ticker checks mask in numpy, not column by column in pandas."
@@ -47,10 +56,21 @@ def to_bronze(df:pd.DataFrame, source:str, fetched_at:pd.Timestamp|None=None, so
 @dataclass
 class FetchResult:
     "Bars per ticker that a source delivered, and the reason for each ticker it could not."
-    bars: dict = field(default_factory=dict)  # ticker -> bronze DataFrame
+    bars: Mapping = field(default_factory=dict)  # ticker -> bronze DataFrame (a dict, or `TickerSlices`)
     failed: dict = field(default_factory=dict)  # ticker -> human-readable reason
 
-# %% ../nbs/01_sources.ipynb #0fdf259b
+class TickerSlices(Mapping):
+    "ticker -> its rows of one long frame, cut out only when asked: a source that builds all tickers at once hands the long frame to a panel merge whole (5,000 one-ticker frames cost ~1 s to cut and to concatenate again)."
+    def __init__(self, frame:pd.DataFrame, tickers, offsets):
+        self.frame, self.tickers, self.offsets = frame, list(tickers), np.asarray(offsets)  # ticker i: rows offsets[i] to offsets[i + 1]
+        self._at = {t: i for i, t in enumerate(self.tickers)}
+    def __getitem__(self, ticker:str) -> pd.DataFrame:
+        i = self._at[ticker]
+        return self.frame.iloc[self.offsets[i]:self.offsets[i + 1]].reset_index(drop=True)
+    def __iter__(self): return iter(self.tickers)
+    def __len__(self): return len(self.tickers)
+
+# %% ../nbs/01_sources.ipynb #2e7b8f52
 SYNTHETIC_EPOCH = pd.Timestamp('2000-01-03')
 _N_DRAWS = 5  # return, gap, high wick, low wick, volume
 # Synthetic adjusted close: a steady 1%/year dividend back-adjustment anchored on a fixed date, so it is
@@ -69,7 +89,7 @@ def _profile(ticker:str, seed:int) -> dict:
     return dict(price=(10 + 90*u[0]) if us else (40 + 1200*u[0]**2), vol=(0.010 + 0.012*u[1]),
                 drift=0.0001 + 0.0002*u[2], volume=float(10**(5.5 + 1.5*u[3])), tick=0.01 if us else 0.05)
 
-# %% ../nbs/01_sources.ipynb #2e7b8f52
+# %% ../nbs/01_sources.ipynb #822f9c76
 def _draws(ticker:str, seed:int, n:int, faults:bool) -> tuple[np.ndarray, np.ndarray|None]:
     "Normal draws (n x 5) and, if `faults`, fault uniforms (n x len(FAULTS)); one row per business day from the epoch."
     z = np.random.default_rng([seed, _ticker_key(ticker), 1]).standard_normal((n, _N_DRAWS), dtype=np.float32)
@@ -80,7 +100,7 @@ def _round_to(x:np.ndarray, tick:float) -> np.ndarray:
     "Round prices to the exchange tick (monotone, so OHLC order survives)."
     return np.round(np.round(x / tick) * tick, 6)
 
-# %% ../nbs/01_sources.ipynb #822f9c76
+# %% ../nbs/01_sources.ipynb #928d75c7
 def _path(p:dict, z:np.ndarray, dates:pd.DatetimeIndex, i0:int, regime_start, regime_vol) -> dict:
     "OHLCV arrays for one ticker from its profile and draws, for the days from index `i0` on."
     vol = np.full(len(dates), p['vol'])
@@ -103,7 +123,7 @@ def _path(p:dict, z:np.ndarray, dates:pd.DatetimeIndex, i0:int, regime_start, re
     return dict(date=dates.values[i0:], open=_round_to(open_, t), high=_round_to(high, t), low=_round_to(low, t),
                 close=_round_to(close, t), volume=volume * (p['volume'] > 0))
 
-# %% ../nbs/01_sources.ipynb #928d75c7
+# %% ../nbs/01_sources.ipynb #3cdc9595
 def _inject(cols:dict, u:np.ndarray, faults, rate:float) -> dict:
     "Apply the requested faults where that fault's uniform draw is below `rate`."
     hit = {f: u[:, FAULTS.index(f)] < rate for f in faults}
@@ -120,7 +140,7 @@ def _inject(cols:dict, u:np.ndarray, faults, rate:float) -> dict:
     if 'duplicate' in hit: keep = np.repeat(keep, 1 + hit['duplicate'][keep])
     return {c: v[keep] for c, v in cols.items()}
 
-# %% ../nbs/01_sources.ipynb #3cdc9595
+# %% ../nbs/01_sources.ipynb #06eaa743
 class SyntheticSource:
     "Deterministic, offline bars for any ticker, with optional faults and a volatility regime change."
     name = 'synthetic'
@@ -159,9 +179,9 @@ class SyntheticSource:
             return FetchResult({t: to_bronze(self.intraday_bars(t, start, end, interval), self.name, now) for t in tickers})
         df, off = self._frame(tickers, start, end)
         df = to_bronze(df.reset_index(drop=True), self.name, sort=False)
-        return FetchResult({t: df.iloc[a:b].reset_index(drop=True) for t, a, b in zip(tickers, off[:-1], off[1:])})
+        return FetchResult(TickerSlices(df, tickers, off))
 
-# %% ../nbs/01_sources.ipynb #d5f7d1af
+# %% ../nbs/01_sources.ipynb #73a742b4
 INTERVAL_MINUTES = {'1m': 1, '2m': 2, '5m': 5, '15m': 15, '30m': 30, '60m': 60, '90m': 90, '1h': 60}
 _SESSIONS = {'Asia/Kolkata': (555, 375), 'America/New_York': (570, 390), 'Europe/London': (0, 1440)}  # (open minute, length)
 
@@ -194,7 +214,7 @@ def _intraday_bars(self:SyntheticSource, ticker:str, start, end, interval:str) -
     return df[list(BAR_FIELDS)]
 SyntheticSource.intraday_bars = _intraday_bars
 
-# %% ../nbs/01_sources.ipynb #976162c8
+# %% ../nbs/01_sources.ipynb #9eec14f4
 REQUIRED_FIELDS = ('date', 'open', 'high', 'low', 'close', 'volume')
 _ALIASES = {'datetime': 'date'}  # yfinance names the index Datetime for intraday bars
 
@@ -213,7 +233,7 @@ def _read_raw_csv(path:Path) -> pd.DataFrame:
     if three_rows: df = df.rename(columns={'Price': 'Date'})
     return df
 
-# %% ../nbs/01_sources.ipynb #9eec14f4
+# %% ../nbs/01_sources.ipynb #3063d979
 def _rename(df:pd.DataFrame, path:Path, column_map:dict) -> pd.DataFrame:
     "Rename vendor columns to bar fields; error naming missing fields and the columns found."
     names = {c: normalize_column(c) for c in df.columns}
@@ -226,7 +246,7 @@ def _rename(df:pd.DataFrame, path:Path, column_map:dict) -> pd.DataFrame:
     if 'adj_close' not in df.columns: df['adj_close'] = df['close']
     return df
 
-# %% ../nbs/01_sources.ipynb #3063d979
+# %% ../nbs/01_sources.ipynb #f5c56fb0
 def _parse_dates(s:pd.Series, path:Path, tz:str, intraday:bool) -> pd.Series:
     "Dates as exchange-local days (daily) or tz-aware exchange timestamps (intraday)."
     has_offset = s.str.contains(r'(?:[+-]\d\d:?\d\d|Z)$', regex=True).any()
@@ -249,7 +269,7 @@ def _parse_numbers(df:pd.DataFrame, path:Path) -> pd.DataFrame:
         df[c] = num
     return df
 
-# %% ../nbs/01_sources.ipynb #f5c56fb0
+# %% ../nbs/01_sources.ipynb #12604d7d
 def _check_values(df:pd.DataFrame, path:Path) -> pd.DataFrame:
     "Refuse negative prices or volume and duplicate dates, naming the dates."
     neg = (df[VALUE_COLUMNS] < 0).any(axis=1)
@@ -265,7 +285,7 @@ def read_bar_csv(path, ticker:str, column_map:dict|None=None, interval:str='1d')
     df['date'] = _parse_dates(df['date'].str.strip(), path, market_of(ticker).timezone, is_intraday(interval))
     return _check_values(_parse_numbers(df, path), path)[list(BAR_FIELDS)]
 
-# %% ../nbs/01_sources.ipynb #bd2448b2
+# %% ../nbs/01_sources.ipynb #62831626
 class CsvSource:
     "Bars from a folder of vendor CSV files, one or more per ticker."
     name = 'csv'
@@ -296,7 +316,7 @@ class CsvSource:
             res.bars[t] = to_bronze(df[(day >= pd.Timestamp(start)) & (day <= pd.Timestamp(end))], self.name, now)
         return res
 
-# %% ../nbs/01_sources.ipynb #0d8feee8
+# %% ../nbs/01_sources.ipynb #62aafbdb
 LOOKBACK_DAYS = {'1m': 7, '2m': 60, '5m': 60, '15m': 60, '30m': 60, '90m': 60, '60m': 730, '1h': 730}
 
 def check_lookback(interval:str, start, today=None):
@@ -308,7 +328,7 @@ def check_lookback(interval:str, start, today=None):
         raise SourceError(f"Yahoo keeps {interval} bars for the last {limit} days only; start {pd.Timestamp(start).date()} "
                           f"is {(today - pd.Timestamp(start)).days} days back. Use a later start or a coarser interval.")
 
-# %% ../nbs/01_sources.ipynb #31fba2a4
+# %% ../nbs/01_sources.ipynb #3e6325bc
 _YF_COLUMNS = {'Open': 'open', 'High': 'high', 'Low': 'low', 'Close': 'close', 'Adj Close': 'adj_close', 'Volume': 'volume'}
 
 def split_yf_frame(frame:pd.DataFrame, tickers, interval:str='1d') -> dict:
@@ -327,7 +347,7 @@ def split_yf_frame(frame:pd.DataFrame, tickers, interval:str='1d') -> dict:
         out[t] = df.assign(date=idx).reset_index(drop=True)
     return out
 
-# %% ../nbs/01_sources.ipynb #3e6325bc
+# %% ../nbs/01_sources.ipynb #b0efd77d
 class YahooUnavailable(Exception):
     "A whole yfinance call failed (network, HTTP error): retried with backoff."
 
@@ -352,7 +372,7 @@ def _reason(ticker:str, lines:list) -> str|None:
         if re.search(rf"['\"]{re.escape(ticker)}['\"]|^\$?{re.escape(ticker)}:", l): return l.split(': ', 1)[-1].strip()
     return None
 
-# %% ../nbs/01_sources.ipynb #b0efd77d
+# %% ../nbs/01_sources.ipynb #fc996367
 class YahooSource:
     "Bars from Yahoo Finance through yfinance 1.x, batched, with retries and per-ticker failures."
     name = 'yahoo'
@@ -368,7 +388,7 @@ class YahooSource:
         if isinstance(state.outcome.exception(), YahooRateLimited): return self.rate_limit_wait
         return self.backoff * 2 ** (state.attempt_number - 1)
 
-# %% ../nbs/01_sources.ipynb #fc996367
+# %% ../nbs/01_sources.ipynb #94eb749c
 def _call_once(self:YahooSource, tickers, start, end, interval) -> tuple[pd.DataFrame, list]:
     "One `yf.download` call; returns the frame and yfinance's error lines, or raises for a retry."
     cap, yf_log = _Capture(), logging.getLogger('yfinance')
@@ -390,7 +410,7 @@ def _call_once(self:YahooSource, tickers, start, end, interval) -> tuple[pd.Data
     return frame, cap.lines
 YahooSource._call_once = _call_once
 
-# %% ../nbs/01_sources.ipynb #94eb749c
+# %% ../nbs/01_sources.ipynb #f3163500
 def _call(self:YahooSource, tickers, start, end, interval) -> tuple[pd.DataFrame, list]:
     "`_call_once` with retries: backoff on failures, a longer wait on rate limits."
     retry = Retrying(stop=stop_after_attempt(self.retries + 1), wait=self._wait, sleep=self.sleep, reraise=True,
@@ -416,7 +436,7 @@ def _fetch(self:YahooSource, tickers, start, end, interval:str='1d') -> FetchRes
     return res
 YahooSource._call, YahooSource.fetch = _call, _fetch
 
-# %% ../nbs/01_sources.ipynb #f9aba0bf
+# %% ../nbs/01_sources.ipynb #9b61c117
 def make_source(settings:Settings, kind:str|None=None):
     "The source named by `kind` (default `[source] kind`), configured from settings."
     s, kind = settings.source, kind or settings.source.kind
