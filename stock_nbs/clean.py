@@ -5,7 +5,7 @@
 # %% ../nbs/04_clean.ipynb #fff04cc7
 from __future__ import annotations
 import logging, warnings
-import numpy as np, pandas as pd
+import bottleneck as bn, numpy as np, pandas as pd
 from .config import StockNbsError, market_of, is_fx
 from .sources import BAR_FIELDS, PRICE_COLUMNS, VALUE_COLUMNS, float_matrix, text_rows
 
@@ -48,12 +48,13 @@ def apply_policy(df:pd.DataFrame, bad, policy:str, rule:str, counts:dict, repair
     else: df.loc[bad, flag] = True
     return df
 
-def with_flags(df:pd.DataFrame, groups:np.ndarray|None=None) -> pd.DataFrame:
-    "Bronze bars with every flag column present (False), each row's group (`_g`: its ticker's code; all 0 for one ticker) and input position (`_row`)."
-    # built from the column arrays: selecting and assigning columns costs ~0.3 ms each in pandas 3, per ticker
+def with_flags(df:pd.DataFrame, groups:np.ndarray|None=None, share:bool=False) -> pd.DataFrame:
+    "Bronze bars with every flag column present (False), each row's group (`_g`: its ticker's code; all 0 for one ticker) and input position (`_row`); `share`: `df`'s columns copy-on-write instead of copied (`df` with a default index)."
+    # built from the column arrays: selecting and assigning columns costs ~0.3 ms each in pandas 3, per ticker; a panel of
+    # a million rows shares them instead (pandas copies same-dtype columns into one block: ~70 ms at 1.6M rows)
     n = len(df)
-    return pd.DataFrame({**{c: df[c].array for c in BAR_FIELDS}, **{f: np.zeros(n, bool) for f in FLAGS},
-                         '_g': np.zeros(n, np.int64) if groups is None else groups, '_row': np.arange(n)})
+    return pd.DataFrame({**{c: df[c] if share else df[c].array for c in BAR_FIELDS}, **{f: np.zeros(n, bool) for f in FLAGS},
+                         '_g': np.zeros(n, np.int64) if groups is None else groups, '_row': np.arange(n)}, copy=not share)
 
 def group_firsts(groups:np.ndarray) -> np.ndarray:
     "For each row (rows of a group together): the position of its group's first row."
@@ -118,16 +119,15 @@ def handle_placeholders(df:pd.DataFrame, policy:str, counts:dict, fx=False) -> p
 
 def rolling_median5(x:np.ndarray, groups:np.ndarray) -> np.ndarray:
     "Centred median of each value and the two before and after it in its group, NaN skipped; NaN where fewer than 3 values."
-    # numpy, not pandas' rolling: the window must stop at each ticker's edges when many tickers are cleaned at once
+    # bottleneck's moving median, with two NaN before each group so that no window reaches into another ticker when many
+    # are cleaned at once (numpy windows of 5 sorted per row took 0.9 s at 1.6M rows; this takes 0.07 s)
     n = len(x)
-    at = np.arange(n)[:, None] + np.arange(-2, 3)
-    inside = (at >= 0) & (at < n)
-    at = np.clip(at, 0, max(n - 1, 0))
-    w = np.where(inside & (groups[at] == groups[:, None]), x[at], np.nan) if n else np.zeros((0, 5))
-    s, k = np.sort(w, axis=1), (~np.isnan(w)).sum(axis=1)
-    rows, mid = np.arange(n), np.maximum(k - 1, 0) // 2
-    med = np.where(k % 2 == 1, s[rows, mid], (s[rows, mid] + s[rows, np.minimum(mid + 1, 4)]) / 2)
-    return np.where(k >= 3, med, np.nan)
+    if not n: return np.zeros(0)
+    start = np.r_[True, groups[1:] != groups[:-1]]
+    pos = np.arange(n) + 2 * np.cumsum(start)
+    padded = np.full(n + 2 * int(start.sum()) + 2, np.nan)
+    padded[pos] = x
+    return bn.move_median(padded, 5, min_count=3)[pos + 2]  # the trailing window ending two rows on is the centred one
 
 def _unit_factor(close:np.ndarray, groups:np.ndarray) -> np.ndarray:
     "100 where a close is ~100x its neighbours' median, 0.01 where ~1/100, else 1."
@@ -269,7 +269,8 @@ def clean_panel(bronze:pd.DataFrame, rules, fx:pd.DataFrame|None=None, base:str=
     errors = {t: f"no {fx_ticker} rates to convert {c} prices to {base}; ingest {fx_ticker} with the other tickers" for t, c in zip(names[stuck], cur[stuck])}
     order = np.lexsort((bronze['date'].array.asi8, codes))  # stable: duplicates keep their order
     order = order[~stuck[codes[order]]]
-    df = with_flags(bronze.take(order), codes[order]).assign(_row=order)
+    in_order = len(order) == len(bronze) and bool((np.diff(order) > 0).all())  # as the windows come: no 1.6M-row take
+    df = with_flags(bronze.reset_index(drop=True) if in_order else bronze.take(order).reset_index(drop=True), codes[order], share=True).assign(_row=order)
     hits = RowHits()
     df = _clean(df, rules, hits, np.array([is_fx(t) for t in names])[codes], cur, fx, base, fx_ticker, judge)
     silver = pd.DataFrame({'ticker': text_rows([names], df['_g'].to_numpy()), **{c: df[c].array for c in SILVER_COLUMNS}, 'bronze_row': df['_row'].to_numpy()})

@@ -275,7 +275,8 @@ def advance(kept:KeptWindows, parts:list, rules, f, fx:pd.DataFrame|None=None, b
     feats = {k: np.where(first_half, early[k], late[k]) for k in early}
     # outputs: silver and gold from each continued ticker's output date
     rows = ok[sc] & (sd >= out_date[sc])
-    silver_cols = {col: silver[col].to_numpy()[rows] for col in SILVER_COLUMNS}
+    ri = np.flatnonzero(rows)
+    silver_cols = {col: text_rows([pa.array(silver[col])], ri) if isinstance(silver[col].dtype, pd.StringDtype) else silver[col].to_numpy()[ri] for col in SILVER_COLUMNS}
     new_silver = pd.DataFrame({'ticker': text_rows([names], sc[rows]), **silver_cols})
     gold = gold_frame(new_silver['ticker'].to_numpy(), silver_cols, {k: v[rows] for k, v in feats.items()}, np.zeros(rows.sum(), bool))
     # the moved windows: kept hits and silver rows before the output date (their outlier flags were judged with the whole history), new ones from it
@@ -286,7 +287,7 @@ def advance(kept:KeptWindows, parts:list, rules, f, fx:pd.DataFrame|None=None, b
     still = np.flatnonzero((kc >= 0) & ok[kc0] & (kd >= cut[kc0]) & (kd < out_date[kc0]))
     mc = np.r_[kc[still], sc[rows]]  # the moved silver rows: kept ones still in the window, then the new ones, by ticker code and date
     at = np.lexsort((np.r_[kd[still], sd[rows]], mc))
-    moved_silver = pd.DataFrame({'ticker': text_rows([names], mc[at]), **{col: _stacked(kept.silver[col], still, silver[col], np.flatnonzero(rows), at) for col in SILVER_COLUMNS}}, copy=False)
+    moved_silver = pd.DataFrame({'ticker': text_rows([names], mc[at]), **{col: _stacked(kept.silver[col], still, silver[col], ri, at) for col in SILVER_COLUMNS}}, copy=False)
     before = kt[HIT_KEYS].to_numpy()
     idx = np.flatnonzero(ok)
     moved = pd.DataFrame({'ticker': names[ok], 'cut': cut[ok].astype('datetime64[ns]'), 'tail': [np.asarray(states[i]['tail']) for i in idx],

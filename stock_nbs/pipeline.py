@@ -223,7 +223,7 @@ def load_windows(store:Store, settings:Settings, interval:str) -> KeptWindows|No
             log.warning("kept windows %s are unreadable (%s): this transform is a full pass, which keeps them again", path, e); return None
     metas = [json.loads((t.schema.metadata or {}).get(b'stock_nbs.kept', b'{}')) for t in tables]
     if len({m.get('token') for m in metas}) != 1 or metas[0].get('settings') != _kept_fingerprint(settings): return None
-    kept = KeptWindows(*(t.replace_schema_metadata(None).to_pandas() for t in tables))
+    kept = KeptWindows(*(t.replace_schema_metadata(None).to_pandas(split_blocks=True) for t in tables))  # (a block per column: no 1.6M-row consolidating copies)
     kept.gap_parts = metas[0].get('gaps', [])  # the parts of the kept overnight gaps this window set goes with
     kept.gate = _load_gate(folder/'gate.arrow', metas[0]['token'])
     return kept
