@@ -194,16 +194,17 @@ def _bounds(codes:np.ndarray, n:int) -> tuple[np.ndarray, np.ndarray]:
     ends = np.searchsorted(codes, np.arange(n), side='right')
     return np.searchsorted(codes, np.arange(n)), ends
 
-def _fold(prices:np.ndarray, starts:np.ndarray, sizes:np.ndarray, states:list, f) -> tuple[dict, list]:
-    "Core features of each ticker's `sizes[i]` prices from `starts[i]`, folded onto its state, one `panel_fold` per row count; (column -> values in `prices`' rows, new states)."
-    out, new = {k: np.full(len(prices), np.nan) for k in core_names(f)}, list(states)
+def _fold(prices:np.ndarray, starts:np.ndarray, sizes:np.ndarray, states:list, f, out:dict|None=None) -> list:
+    "Each ticker's state after folding its `sizes[i]` prices from `starts[i]` onto it, one `panel_fold` per row count; the core features go into `out` (column -> values in `prices`' rows) when given."
+    new = list(states)
     for n in np.unique(sizes[sizes > 0]):
         who = np.flatnonzero(sizes == n)
         at = starts[who][:, None] + np.arange(n)
         cols, st = panel_fold(prices[at], f, [states[i] for i in who])
-        for k, v in cols.items(): out[k][at] = v
+        if out is not None:
+            for k, v in cols.items(): out[k][at] = v
         for j, i in enumerate(who): new[i] = st[j]
-    return out, new
+    return new
 
 def _why(first_ok, start_ok, judged_ok, returns_ok, window) -> np.ndarray:
     "Why each ticker cannot be continued exactly ('' when it can)."
@@ -220,7 +221,7 @@ def _stacked(a:pd.Series, rows_a:np.ndarray, b:pd.Series, rows_b:np.ndarray, at:
     "Rows `rows_a` of `a` then rows `rows_b` of `b`, taken at `at`: one column of a moved window (text in Arrow, dates in ns)."
     if isinstance(a.dtype, pd.StringDtype): return text_rows([pa.array(a).take(rows_a), pa.array(b).take(rows_b)], at)
     x, y = a.to_numpy()[rows_a], b.to_numpy()[rows_b]
-    if x.dtype.kind == 'M': x, y = x.astype('datetime64[ns]'), y.astype('datetime64[ns]')
+    if x.dtype.kind == 'M': x, y = x.astype('datetime64[ns]', copy=False), y.astype('datetime64[ns]', copy=False)
     return np.concatenate([x, y])[at]
 
 def _unchanged(kept:KeptWindows, left:dict) -> Advanced:
@@ -261,7 +262,7 @@ def advance(kept:KeptWindows, parts:list, rules, f, fx:pd.DataFrame|None=None, b
     smooth = {k: kt[k].to_numpy() for k in SMOOTHINGS}
     states = [dict(tail=list(t), smooth={k: smooth[k][i] for k in SMOOTHINGS}) for i, t in enumerate(kt['tail'])]
     price = silver[f['price']].to_numpy(dtype=np.float64, na_value=np.nan)
-    _, states = _fold(price, s0, np.where(ok, new_cut - s0, 0), states, f)
+    states = _fold(price, s0, np.where(ok, new_cut - s0, 0), states, f)
     # ... and the output's from the kept recent state when the output starts after it (else from the new cut), keeping the next one on the way
     na = np.maximum(new_cut, s1 - ANCHOR_BACK)  # where the moved window keeps its recent state
     a_at = _firsts(sd >= kt['anchor'].to_numpy().astype('datetime64[ns]').view(np.int64)[sc], s0, s1)
@@ -269,10 +270,9 @@ def advance(kept:KeptWindows, parts:list, rules, f, fx:pd.DataFrame|None=None, b
     a_smooth = {k: kt[f'a_{k}'].to_numpy() for k in SMOOTHINGS}
     start = np.where(use, a_at, new_cut)
     starts = [dict(tail=list(kt['a_tail'].iloc[i]), smooth={k: a_smooth[k][i] for k in SMOOTHINGS}) if use[i] else states[i] for i in range(len(names))]
-    early, recent = _fold(price, start, np.where(ok, na - start, 0), starts, f)
-    late, _ = _fold(price, na, np.where(ok, s1 - na, 0), recent, f)
-    first_half = (np.arange(len(sd)) < na[sc])
-    feats = {k: np.where(first_half, early[k], late[k]) for k in early}
+    feats = {k: np.full(len(price), np.nan) for k in core_names(f)}  # (the two folds' rows do not overlap: one set of columns)
+    recent = _fold(price, start, np.where(ok, na - start, 0), starts, f, feats)
+    _fold(price, na, np.where(ok, s1 - na, 0), recent, f, feats)
     # outputs: silver and gold from each continued ticker's output date
     rows = ok[sc] & (sd >= out_date[sc])
     ri = np.flatnonzero(rows)

@@ -112,6 +112,7 @@ def _fx_silver(store:Store, settings:Settings, interval:str) -> pd.DataFrame|Non
 def _long_gaps(series:dict, extra=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     "Overnight gaps by ticker (ticker -> Series by date) and `extra` (names, codes, dates, gaps) as one set of long arrays."
     series = {t: g for t, g in series.items() if g is not None and len(g)}
+    if not series and extra is not None: return extra[0], extra[1], extra[2].astype('datetime64[ns]', copy=False), extra[3]  # a day pass: no 12.8M-row copy
     names = np.array(list(series), dtype=object)
     codes = np.repeat(np.arange(len(names)), [len(g) for g in series.values()])
     dates = np.concatenate([g.index.to_numpy().astype('datetime64[ns]') for g in series.values()]) if series else np.zeros(0, 'datetime64[ns]')
@@ -286,11 +287,11 @@ def load_gaps(store:Store, interval:str, parts:list, names:np.ndarray) -> tuple[
         days = json.loads(t.schema.metadata[b'stock_nbs.since'])
         at = index.get_indexer(list(days))
         since[at[at >= 0]] = [pd.Timestamp(v).value for x, v in zip(at, days.values()) if x >= 0]
-        pieces.append((code, t['date'].to_numpy().astype('datetime64[ns]').view(np.int64), t['gap'].to_numpy(), since))
+        pieces.append((code, t['date'].to_numpy().astype('datetime64[ns]', copy=False).view(np.int64), t['gap'].to_numpy(), since))
     if not pieces: return np.zeros(0, np.int64), np.zeros(0, 'datetime64[ns]'), np.zeros(0)
-    code, date, gap = (np.concatenate([p[i] for p in pieces]) for i in range(3))
+    code, date, gap = (np.concatenate([p[i] for p in pieces]) if len(pieces) > 1 else pieces[0][i] for i in range(3))  # (one part, as after a full pass: 12.8M rows not copied)
     keep = (code >= 0) & ~replaced(code, date, np.repeat(np.arange(len(pieces)), [len(p[0]) for p in pieces]), np.column_stack([p[3] for p in pieces]))
-    return code[keep], date[keep].view('datetime64[ns]'), gap[keep]
+    return (code, date.view('datetime64[ns]'), gap) if keep.all() else (code[keep], date[keep].view('datetime64[ns]'), gap[keep])
 
 # %% ../nbs/09_pipeline.ipynb #3448b075
 FULL_PASS_SHARE, FULL_PASS_FEW = 0.05, 10  # a day takes the full pass when more tickers need one than this share of the run, and than this few (at most half the run)
@@ -430,7 +431,7 @@ def _continued(store:Store, settings:Settings, interval:str, plan:DayPlan, today
     leaving, lc = before.silver[leave], bc[leave]  # rows the windows moved past: now before the cut
     prefix, _ = add_facts(old, leaving, lc, cals, q, today)
     wc = ticker_codes(after.silver['ticker'], names)
-    window, wcodes = after.silver[wc >= 0], wc[wc >= 0]
+    window, wcodes = (after.silver, wc) if (wc >= 0).all() else (after.silver[wc >= 0], wc[wc >= 0])  # (a day moves every window: no 1.6M-row copy)
     final, future = add_facts(prefix, window, wcodes, cals, q, today)
     counts = window_counts(after)
     facts = report_facts(final, future, list(names), q, [counts[t] for t in names])
