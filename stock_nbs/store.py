@@ -81,10 +81,18 @@ def _footer(self:Store, layer:str, interval:str, ticker:str) -> tuple[dict|None,
     "The facts `write(..., meta=)` kept in a file's footer ({} when none; None when there is no file) and the last part it holds; reads no data pages."
     p = self.path(layer, interval, ticker)
     if not p.exists(): return None, 0
-    try:
-        md = pq.read_metadata(p).metadata or {}
-        return (json.loads(md[META_KEY]) if META_KEY in md else {}), int(md.get(PARTS_KEY, 0))
-    except (OSError, pa.ArrowException, ValueError) as e: raise _unreadable(p, e) from None
+    return _parsed_footer(p, *_footer_text(p))
+
+def _footer_text(path) -> tuple[str|None, int]:
+    "A file's `write(meta=)` text (None when none) and the last part it holds."
+    try: md = pq.read_metadata(path).metadata or {}
+    except (OSError, pa.ArrowException) as e: raise _unreadable(Path(path), e) from None
+    return (md[META_KEY].decode() if META_KEY in md else None), int(md.get(PARTS_KEY, 0))
+
+def _parsed_footer(path, text:str|None, held:int) -> tuple[dict, int]:
+    "`footer`'s answer from a file's footer text ({} when none)."
+    try: return (json.loads(text) if text is not None else {}), held
+    except ValueError as e: raise _unreadable(Path(path), e) from None
 
 def atomic_write(path:Path, write) -> Path:
     "Write `path` atomically: `write(tmp)` fills a temporary file beside it, which then replaces `path`."
@@ -249,12 +257,6 @@ def _footer_cache(path:Path) -> dict:
         log.info("footers cache %s unreadable (%s): reading the footers again", path, e)
         return {}
 
-def _footer_text(path:Path) -> tuple[str|None, int]:
-    "A file's `write(meta=)` text (None when none) and the last part it holds."
-    try: md = pq.read_metadata(path).metadata or {}
-    except (OSError, pa.ArrowException) as e: raise _unreadable(path, e) from None
-    return (md[META_KEY].decode() if META_KEY in md else None), int(md.get(PARTS_KEY, 0))
-
 def _footers(self:Store, layer:str, interval:str, tickers) -> tuple[dict, dict]:
     "`footer` of many tickers, unchanged files' from the cache: (ticker -> (meta, last part held)), and (ticker -> why its file is unreadable)."
     folder = self.folder(layer, interval); cache_path = folder/FOOTERS_NAME
@@ -270,8 +272,8 @@ def _footers(self:Store, layer:str, interval:str, tickers) -> tuple[dict, dict]:
             try: text, held = _footer_text(p)
             except StoreError as e: errors[t] = str(e); continue
             if now - s.st_mtime_ns > _RACY_NS: fresh[t] = (key, text, held)
-        try: found[t] = (json.loads(text) if text is not None else {}, held)
-        except ValueError as e: errors[t] = str(_unreadable(p, e))
+        try: found[t] = _parsed_footer(p, text, held)
+        except StoreError as e: errors[t] = str(e)
     if fresh: _save_footers(cache_path, {t: v for t, v in cached.items() if os.path.exists(f'{folder}/{_file_name(t)}')} | fresh)
     return found, errors
 
