@@ -13,7 +13,7 @@ import numpy as np, pandas as pd, pyarrow as pa, pyarrow.compute as pc, pyarrow.
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers
 from .ingest import ingest, check_run_date
-from .store import Store, atomic_write, dataset_table
+from .store import Store, atomic_write, dataset_table, write_arrow, read_arrow
 from .workers import TickerPool
 from .clean import clean_bars, RowHits
 from .incremental import KeptWindows, Advanced, ticker_window, kept_windows, combine, without, kept_rows, hit_bits, advance, window_counts, ticker_codes, replaced
@@ -203,22 +203,12 @@ def _kept_fingerprint(settings:Settings) -> str:
     return json.dumps(dict(version=KEPT_VERSION, clean=settings.clean, features=settings.features, base=settings.universe.base_currency, fx=settings.universe.fx_ticker),
                       sort_keys=True, default=str)
 
-def _write_kept(table:pa.Table, path:Path) -> Path:
-    "Write a kept table atomically as an uncompressed Arrow file: read back memory-mapped every day, it costs next to nothing (Parquet: ~1 s at 5,000 tickers)."
-    def write(tmp):
-        with pa.OSFile(str(tmp), 'wb') as sink, pa.ipc.new_file(sink, table.schema) as w: w.write_table(table)
-    return atomic_write(path, write)
-
-def _read_kept(path:Path) -> pa.Table:
-    "A kept Arrow file, memory-mapped (the map lives as long as the table's buffers)."
-    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-
 def load_windows(store:Store, settings:Settings, interval:str) -> KeptWindows|None:
     "The kept windows of `interval`, or None when there are none, they were kept under other settings, or a write was interrupted."
     folder = store.root/'kept'/interval
     tables = []
     for path in (folder/f'{k}.arrow' for k in KEPT_FILES):
-        try: tables.append(_read_kept(path))
+        try: tables.append(read_arrow(path))
         except FileNotFoundError: return None  # none kept yet
         except (OSError, pa.ArrowException) as e:
             log.warning("kept windows %s are unreadable (%s): this transform is a full pass, which keeps them again", path, e); return None
@@ -231,7 +221,7 @@ def load_windows(store:Store, settings:Settings, interval:str) -> KeptWindows|No
 
 def _load_gate(path:Path, token:str) -> GateTally|None:
     "The gate's view of the dataset kept with the windows of `token` (None: none, or kept with other windows)."
-    try: t = _read_kept(path)
+    try: t = read_arrow(path)
     except (OSError, pa.ArrowException): return None
     state = json.loads((t.schema.metadata or {}).get(b'stock_nbs.gate', b'{}'))
     if state.get('token') != token: return None
@@ -257,10 +247,10 @@ def save_windows(store:Store, settings:Settings, interval:str, done:dict, kept:K
     meta = {b'stock_nbs.kept': json.dumps(dict(token=token, settings=_kept_fingerprint(settings), gaps=list(gap_parts)))}
     if gate is not None:  # the gate's view of the dataset, which a day's pass goes on from (written first: the windows' token names it)
         state = dict(token=token, rows=gate.per_ticker, first_future_day=str(first_future_day(gate.today)))
-        _write_kept(pa.Table.from_pandas(gate.suspects(), preserve_index=False).replace_schema_metadata({b'stock_nbs.gate': json.dumps(state)}),
+        write_arrow(pa.Table.from_pandas(gate.suspects(), preserve_index=False).replace_schema_metadata({b'stock_nbs.gate': json.dumps(state)}),
                     store.root/'kept'/interval/'gate.arrow')
     for k in KEPT_FILES:
-        _write_kept(pa.Table.from_pandas(getattr(kept, k), preserve_index=False).replace_schema_metadata(meta), store.root/'kept'/interval/f'{k}.arrow')
+        write_arrow(pa.Table.from_pandas(getattr(kept, k), preserve_index=False).replace_schema_metadata(meta), store.root/'kept'/interval/f'{k}.arrow')
     for p in (store.root/'kept'/interval/'gaps').glob('*.arrow'):  # parts no window set refers to any more
         if p.stem not in {str(x) for x in gap_parts}: p.unlink(missing_ok=True)
     for p in (store.root/'kept'/interval).glob('*.parquet'): p.unlink(missing_ok=True)  # windows an older version kept as Parquet
@@ -271,7 +261,7 @@ def save_gaps(store:Store, interval:str, names:np.ndarray, codes:np.ndarray, dat
     table = pa.table({'ticker': pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(list(names), pa.string())),
                       'date': pa.array(dates.astype('datetime64[ns]')), 'gap': pa.array(gaps, pa.float64())})
     meta = {b'stock_nbs.since': json.dumps({t: pd.Timestamp(d).isoformat() for t, d in since.items()})}
-    _write_kept(table.replace_schema_metadata(meta), store.root/'kept'/interval/'gaps'/f'{seq}.arrow')
+    write_arrow(table.replace_schema_metadata(meta), store.root/'kept'/interval/'gaps'/f'{seq}.arrow')
     return seq
 
 def load_gaps(store:Store, interval:str, parts:list, names:np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -279,7 +269,7 @@ def load_gaps(store:Store, interval:str, parts:list, names:np.ndarray) -> tuple[
     index, pieces = pd.Index(names), []
     for seq in parts:
         path = store.root/'kept'/interval/'gaps'/f'{seq}.arrow'
-        try: t = _read_kept(path)
+        try: t = read_arrow(path)
         except (OSError, pa.ArrowException) as e: raise StockNbsError(f"kept gaps {path} are unreadable ({e}); run `stock-nbs transform --full` to rebuild them") from None
         tick = t['ticker'].combine_chunks()
         code = index.get_indexer(tick.dictionary.to_pylist())[tick.indices.to_numpy(zero_copy_only=False)] if len(tick) else np.zeros(0, np.int64)

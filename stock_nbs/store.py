@@ -13,7 +13,7 @@ from .config import StockNbsError, Settings, load_settings
 
 # %% auto #0
 __all__ = ['LAYERS', 'LOCK_NAME', 'log', 'META_KEY', 'PARTS_DIR', 'PARTS_KEY', 'FOOTERS_NAME', 'CONSOLIDATED_NAME', 'StoreError',
-           'Store', 'atomic_write', 'dataset_table', 'ticker_filter', 'load_features']
+           'Store', 'atomic_write', 'write_arrow', 'read_arrow', 'dataset_table', 'ticker_filter', 'load_features']
 
 # %% ../nbs/02_store.ipynb #adb81042
 LAYERS = ('bronze', 'silver', 'gold')
@@ -107,6 +107,16 @@ def atomic_write(path:Path, write) -> Path:
         raise StoreError(f"cannot write {path}: {e.strerror or e}; check free space and permissions of {path.parent}") from None
     except BaseException: tmp.unlink(missing_ok=True); raise
     return path
+
+def write_arrow(table:pa.Table, path:Path) -> Path:
+    "Write `table` atomically as an uncompressed Arrow file: state read back every day, memory-mapped, costs next to nothing to read (Parquet: ~1 s at 5,000 tickers)."
+    def write(tmp):
+        with pa.OSFile(str(tmp), 'wb') as sink, pa.ipc.new_file(sink, table.schema) as w: w.write_table(table)
+    return atomic_write(path, write)
+
+def read_arrow(path:Path) -> pa.Table:
+    "An Arrow file `write_arrow` wrote, memory-mapped (the map lives as long as the table's buffers)."
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 def _text_columns(schema:pa.Schema) -> list[str]:
     "Columns worth dictionary-encoding: text repeats (a ticker, a currency); on floats dictionaries halve write speed."
@@ -249,7 +259,7 @@ _RACY_NS = 2_000_000_000  # files modified this recently are read again next tim
 def _footer_cache(path:Path) -> dict:
     "ticker -> (stat key, footer text, last part held) from a footers cache ({} when missing or unreadable)."
     try:
-        with pa.memory_map(str(path)) as f: t = pa.ipc.open_file(f).read_all()
+        t = read_arrow(path)
         keys = zip(*(t[c].to_numpy() for c in ('size', 'mtime_ns')))
         return {k: (s, m, h) for k, s, m, h in zip(t['ticker'].to_pylist(), keys, t['meta'].to_pylist(), t['held'].to_pylist())}
     except FileNotFoundError: return {}
@@ -283,9 +293,7 @@ def _save_footers(path:Path, entries:dict):
     keys = np.array([entries[t][0] for t in names], np.int64).reshape(-1, 2)
     t = pa.table({'ticker': pa.array(names, pa.string()), **{c: keys[:, i] for i, c in enumerate(('size', 'mtime_ns'))},
                   'meta': pa.array([entries[n][1] for n in names], pa.large_string()), 'held': pa.array([entries[n][2] for n in names], pa.int64())})
-    def write(tmp):
-        with pa.OSFile(str(tmp), 'wb') as f, pa.ipc.new_file(f, t.schema) as w: w.write_table(t)
-    try: atomic_write(path, write)
+    try: write_arrow(t, path)
     except StoreError as e: log.warning("footers cache not saved: %s", e)
 Store.footers = _footers
 
