@@ -1,10 +1,23 @@
 """Silver rules: each fires on a frame that breaks it, leaves a clean frame untouched, and counts what it did."""
-import logging
-import numpy as np, pandas as pd
+import json, logging
+import numpy as np, pandas as pd, polars as pl
 import pytest
 from stock_nbs.config import load_settings
-from stock_nbs.clean import clean_bars, CleanError, FLAGS, SILVER_COLUMNS
+from stock_nbs.clean import clean_panel, fx_series, CleanError, FLAGS, SILVER_COLUMNS
+from stock_nbs.ingest import bronze_rows
+from stock_nbs.quality import clean_counts
 from stock_nbs.sources import to_bronze, SyntheticSource
+
+
+def clean_bars(bronze, ticker, rules, fx=None):
+    "One ticker through the panel rules as the pipeline runs them: silver (pandas, date order) and the counts the quality report shows."
+    b = bronze_rows({ticker: bronze if 'fetched_at' in bronze else to_bronze(bronze, 'test')}, [ticker])
+    c = clean_panel(b, rules, fx_series(pl.from_pandas(fx)) if fx is not None else None)
+    if c.errors: raise CleanError(c.errors[ticker])
+    cc = clean_counts(c.silver, c.rejects)
+    counts = json.loads(cc['clean_counts'][0]) if len(cc) else {}
+    silver = c.silver.to_pandas().assign(date=lambda d: pd.to_datetime(d.date))
+    return silver, {'rows_in': len(b), **counts, 'rows_out': len(silver)}
 
 
 def bronze(close, **cols):
@@ -26,8 +39,8 @@ def test_a_clean_frame_is_left_untouched():
     b = bronze(CLOSE)
     silver, counts = clean_bars(b, 'TCS.NS', rules())
     assert counts == {'rows_in': 40, 'rows_out': 40}
-    pd.testing.assert_frame_equal(silver[['date', 'open', 'high', 'low', 'close', 'adj_close', 'volume']], b[silver.columns[:7]])
-    assert not silver[FLAGS].any().any() and list(silver.columns) == SILVER_COLUMNS
+    pd.testing.assert_frame_equal(silver[['date', 'open', 'high', 'low', 'close', 'adj_close', 'volume']], b[['date', 'open', 'high', 'low', 'close', 'adj_close', 'volume']], check_dtype=False)
+    assert not silver[FLAGS].any().any() and list(silver.columns) == SILVER_COLUMNS and (silver.rule_hits == '').all()
     assert (silver.currency == 'INR').all() and (silver.fx_rate == 1.0).all()
 
 
@@ -115,6 +128,7 @@ def test_usd_to_inr_with_a_us_holiday_and_a_stale_rate(caplog):
     us = bronze([200., 201., 202., 203.], date=pd.to_datetime(['2024-07-02', '2024-07-03', '2024-07-05', '2024-07-08']))
     fx = fx_bars(['2024-07-01', '2024-07-02', '2024-07-03', '2024-07-04', '2024-07-08'], [83.4, 83.5, 83.6, 83.55, 83.5])
     fx_silver, _ = clean_bars(fx, 'USDINR=X', rules())
+    fx_silver['date'] = fx_silver.date.dt.date
     silver, counts = clean_bars(us, 'AAPL', rules(fx_max_staleness_days=1), fx=fx_silver)
     assert silver.date.tolist() == list(us.date)                           # no row invented for 4 July
     assert silver.fx_rate.tolist() == [83.5, 83.6, 83.55, 83.5]            # 5 July uses 4 July's rate (1 day old)
@@ -129,6 +143,8 @@ def test_usd_to_inr_with_a_us_holiday_and_a_stale_rate(caplog):
 def test_no_fx_series_is_a_clear_error():
     with pytest.raises(CleanError, match='no USDINR=X rates to convert USD prices to INR; ingest USDINR=X'):
         clean_bars(bronze(CLOSE), 'AAPL', rules())
+    c = clean_panel(pl.concat([bronze_rows({'AAPL': bronze(CLOSE)}, ['AAPL']), bronze_rows({'TCS.NS': bronze(CLOSE)}, ['TCS.NS'])]), rules())
+    assert list(c.errors) == ['AAPL'] and c.silver['ticker'].unique().to_list() == ['TCS.NS']   # the other ticker goes on
 
 
 def test_counts_add_up_on_a_faulty_synthetic_market():
@@ -140,6 +156,16 @@ def test_counts_add_up_on_a_faulty_synthetic_market():
     assert all(counts.get(k, 0) > 5 for k in ('duplicates_dropped', 'nulls_dropped', 'placeholder_dropped', 'spikes_repaired', 'ohlc_repaired'))
     s = silver.set_index('date')
     assert np.allclose(s.close, truth.close[s.index])                      # every surviving close is the true one
+
+
+def test_many_tickers_at_once_equal_one_at_a_time():
+    src = SyntheticSource(faults=('ohlc', 'nan', 'duplicate', 'placeholder', 'spike', 'missing'), fault_rate=0.02)
+    names = ['SBIN.NS', 'TCS.NS', 'INFY.NS']
+    bars = {t: to_bronze(src.bars(t, '2021-01-01', '2023-12-31'), 'test') for t in names}
+    panel = clean_panel(bronze_rows(bars, names), rules()).silver.to_pandas()
+    for t in names:
+        one = clean_bars(bars[t], t, rules())[0]
+        pd.testing.assert_frame_equal(panel[panel.ticker == t].reset_index(drop=True).assign(date=lambda d: pd.to_datetime(d.date)), one, check_dtype=False)
 
 
 @pytest.mark.parametrize('rule', ['mad', 'iqr', 'zscore'])

@@ -15,7 +15,7 @@ def ini(write_settings, tmp_path):
 def test_ingest_prints_summary_and_where_data_went(ini):
     p = run_cli('ingest', '--settings', ini, '--date', '2024-03-29', check=0)
     assert 'ingest 1d up to 2024-03-29 from synthetic: 4 tickers, 4 updated, 0 unchanged, 0 failed (0.0%)' in p.stdout
-    assert f"bronze data: {ini.parent/'data'/'bronze'/'1d'}" in p.stdout
+    assert f"bronze table: {ini.parent/'data'/'bronze'/'1d'}" in p.stdout
     assert f"log: {ini.parent/'data'/'logs'/'pipeline.log'}" in p.stdout
     assert Store(ini.parent/'data').tickers('bronze', '1d') == ['AAPL', 'INFY.NS', 'TCS.NS', 'USDINR=X']
 
@@ -60,4 +60,4 @@ def test_settings_command_shows_values_and_origins(ini):
     p = run_cli('settings', '--settings', ini, env={'STOCK_NBS__SOURCE__OVERLAP_SESSIONS': '9'}, check=0)
     assert f'kind = synthetic    ; from {ini}' in p.stdout
     assert 'overlap_sessions = 9    ; from STOCK_NBS__SOURCE__OVERLAP_SESSIONS' in p.stdout
-    assert 'fsync = True    ; from default' in p.stdout
+    assert 'export_parquet = True    ; from default' in p.stdout

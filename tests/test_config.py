@@ -65,7 +65,7 @@ def test_environment_overrides_file_and_command_line_overrides_environment(write
     ('source', 'csv_pattern', 'prices.csv', 'must contain {ticker} or {symbol}'),
     ('source', 'csv_columns', 'timestamp', 'expected vendor=field pairs'),
     ('source', 'synthetic_faults', 'gremlins', 'unknown fault gremlins'),
-    ('storage', 'fsync', 'maybe', 'accepted values: true, false'),
+    ('storage', 'export_parquet', 'maybe', 'accepted values: true, false'),
     ('run', 'max_failure_share', '1.5', 'between 0 and 1'),
     ('universe', 'tickers', 'TCS.NS VOD.L', 'VOD.L'),
     ('universe', 'tickers', '', 'at least one ticker'),

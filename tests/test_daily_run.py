@@ -1,14 +1,13 @@
 """The daily run end to end: papermill notebook, manifest, report, isolation, idempotence, exit codes, secrets, locking, intraday."""
 import hashlib, json, subprocess
-import numpy as np, pandas as pd
-import pyarrow.parquet as pq
+import numpy as np, pandas as pd, polars as pl
 import pytest
 from conftest import CLI, run_cli
 from stock_nbs import load_features
 from stock_nbs.config import load_settings
 from stock_nbs.store import Store
 
-TICKERS = 'TCS.NS INFY.NS SBIN.NS ITC.NS RELIANCE.NS HDFCBANK.NS AAPL MSFT USDINR=X BAD.NS'
+TICKERS = 'TCS.NS INFY.NS SBIN.NS ITC.NS RELIANCE.NS HDFCBANK.NS AAPL MSFT USDINR=X EURGBP=X'
 SECRETS = {'DATABASE_URL': 'postgresql://quant:Sup3r-s3cret-pw@db.example.supabase.co:5432/postgres',
            'SUPABASE_KEY': 'eyJhbGciOiJIUzI1NiJ9.secret-service-key-42'}
 
@@ -18,19 +17,12 @@ def write_ini(folder, **extra):
     sections = {'universe': {'tickers': TICKERS},
                 'source': {'kind': 'synthetic', 'start': '2022-01-01', 'synthetic_faults': 'ohlc nan duplicate placeholder spike',
                            'synthetic_fault_rate': '0.02'},
-                'quality': {'min_rows': '1000'}, 'storage': {'data_dir': 'data', 'fsync': 'false'}, 'run': {'max_failure_share': '0.2'}}
+                'quality': {'min_rows': '1000'}, 'storage': {'data_dir': 'data'}, 'run': {'max_failure_share': '0.2'}}
     for k, v in extra.items():
         sec, key = k.split('__'); sections.setdefault(sec, {})[key] = v
     text = '\n'.join(f"[{s}]\n" + '\n'.join(f"{k} = {v}" for k, v in kv.items()) for s, kv in sections.items())
     (folder/'settings.ini').write_text(text + '\n')
     return folder/'settings.ini'
-
-
-def break_ticker(ini):
-    "A ticker whose stored bronze file is corrupt: it must fail alone, with the file named."
-    p = ini.parent/'data'/'bronze'/'1d'/'BAD.NS.parquet'
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(b'PAR1 this is not parquet')
 
 
 def manifest_of(stdout):
@@ -40,8 +32,7 @@ def manifest_of(stdout):
 
 @pytest.fixture(scope='module')
 def first_run(tmp_path_factory):
-    ini = write_ini(tmp_path_factory.mktemp('daily'))
-    break_ticker(ini)
+    ini = write_ini(tmp_path_factory.mktemp('daily'))          # EURGBP=X: quoted in GBP, which cannot be converted to INR; it must fail alone
     p = run_cli('run', '--settings', ini, '--date', '2024-06-28', env=SECRETS)
     return ini, p
 
@@ -59,18 +50,19 @@ def test_manifest_lists_every_ticker_counts_faults_and_isolates_the_failure(firs
     m, path = manifest_of(p.stdout)
     per = {t['ticker']: t for t in m['per_ticker']}
     assert list(per) == TICKERS.split()
-    bad = per['BAD.NS']
-    assert bad['status'] == 'failed' and 'BAD.NS.parquet is unreadable' in bad['ingest_error']
-    assert all(t['status'] == 'ok' and t['gold_rows'] > 400 for k, t in per.items() if k != 'BAD.NS')
+    bad = per['EURGBP=X']
+    assert bad['status'] == 'failed' and 'EURGBP=X is quoted in GBP' in bad['transform_error'] and 'remove EURGBP=X from [universe] tickers' in bad['transform_error']
+    assert all(t['status'] == 'ok' and t['gold_rows'] > 400 for k, t in per.items() if k != 'EURGBP=X')
     tot = m['quality']['totals']
     for fault in ('duplicates_dropped', 'nulls_dropped', 'placeholder_dropped', 'spikes_repaired', 'ohlc_repaired'):
         assert tot.get(fault, 0) > 10, fault
     assert m['tickers'] == {'total': 10, 'ok': 9, 'failed': 1, 'success_rate': 0.9, 'max_failure_share': 0.2}
     assert m['status'] == 'degraded' and m['quality']['gate'] == []
-    assert set(m['timings']) >= {'ingest', 'transform_total', 'clean', 'features', 'write', 'quality', 'consolidate', 'gate'}
+    assert set(m['timings']) >= {'ingest', 'transform_total', 'plan', 'silver', 'gold', 'quality', 'gate', 'export'}
+    assert set(m['versions']['written']) >= {'bronze/1d', 'silver/1d', 'gold/1d', 'quality/1d'}
     assert m['rows']['gold_rows'] == sum(t['gold_rows'] for t in m['per_ticker'])
     assert m['code_version']['stock_nbs'] and m['parameters']['run_date'] == '2024-06-28'
-    assert (ini.parent/'runs'/m['run_id']/'run.log').read_text().count('BAD.NS') >= 1
+    assert (ini.parent/'runs'/m['run_id']/'run.log').read_text().count('EURGBP=X') >= 1
 
 
 def test_executed_notebook_and_report_hold_the_summaries(first_run):
@@ -78,7 +70,7 @@ def test_executed_notebook_and_report_hold_the_summaries(first_run):
     m, path = manifest_of(p.stdout)
     nb = (ini.parent/'runs'/m['run_id']/'daily_run.ipynb').read_text()
     html = (ini.parent/'reports'/f"{m['run_id']}.html").read_text()
-    for text in ('Run DEGRADED', '9 of 10 tickers ok', 'What the silver rules did', 'Quality score', 'BAD.NS'):
+    for text in ('Run DEGRADED', '9 of 10 tickers ok', 'What the silver rules did', 'Quality score', 'EURGBP=X'):
         assert text in nb and text in html, text
     assert 'start_run(' in nb and 'start_run(' not in html                  # the report hides the code
     assert '<img' in html                                                    # the plots are in it
@@ -95,28 +87,28 @@ def test_no_secret_lands_in_any_file(first_run):
                 assert part.encode() not in blob, f"secret found in {f}"
 
 
-def test_rerunning_the_same_date_gives_an_identical_dataset(first_run):
+def test_rerunning_the_same_date_changes_no_table(first_run):
     ini, p = first_run
     st = Store(ini.parent/'data')
-    path = st.consolidated_path('1d')
-    before, digest = pq.read_table(path).to_pandas(), hashlib.sha256(path.read_bytes()).hexdigest()
+    before, export = load_features(settings=load_settings(ini, env={})), pd.read_parquet(st.root/'export'/'1d'/'features_dataset.parquet')
     again = run_cli('run', '--settings', ini, '--date', '2024-06-28')
     assert again.returncode == 0, again.stdout + again.stderr
     m, _ = manifest_of(again.stdout)
     assert m['rows']['bars_added'] == 0 and m['rows']['values_changed'] == 0
-    pd.testing.assert_frame_equal(pq.read_table(path).to_pandas(), before)
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    same = ('bronze/1d', 'silver/1d', 'rejects/1d', 'gold/1d')
+    assert {k: m['versions']['read'][k] for k in same} == {k: m['versions']['written'][k] for k in same}   # not a single commit
+    pd.testing.assert_frame_equal(load_features(settings=load_settings(ini, env={})), before)
+    pd.testing.assert_frame_equal(pd.read_parquet(st.root/'export'/'1d'/'features_dataset.parquet'), export)
 
 
 def test_status_lists_the_runs(first_run):
     ini, p = first_run
     out = run_cli('status', '--settings', ini, check=0).stdout
-    assert 'degraded' in out and '2024-06-28' in out and 'BAD.NS' in out
+    assert 'degraded' in out and '2024-06-28' in out and 'EURGBP=X' in out
 
 
 def test_failure_share_over_the_limit_fails_the_run(tmp_path):
     ini = write_ini(tmp_path/'strict', run__max_failure_share='0.05')
-    break_ticker(ini)
     p = run_cli('run', '--settings', ini, '--date', '2024-06-28')
     assert p.returncode == 1
     assert 'FAILED, 9 of 10 tickers ok' in p.stdout and 'reason: 10.0% of tickers failed, more than [run] max_failure_share = 5%' in p.stdout
@@ -155,12 +147,13 @@ def test_intraday_run_uses_its_own_layers_and_tz_aware_stamps(tmp_path):
     st = Store(ini.parent/'data')
     assert st.tickers('gold', '15m') == ['AAPL', 'INFY.NS', 'TCS.NS', 'USDINR=X'] and st.tickers('gold', '1d') == []
     assert st.tickers('bronze', '1d') == ['USDINR=X']                      # daily FX for the USD conversion
-    g = st.read('gold', '15m', 'TCS.NS')
-    assert str(g.date.dt.tz) == 'Asia/Kolkata' and g.date.dt.strftime('%H:%M').min() >= '09:15'
-    silver = st.read('silver', '15m', 'TCS.NS')
+    read = lambda layer, t: st.read(layer, '15m', pl.col('ticker') == t).sort('date').to_pandas()
+    g = read('gold', 'TCS.NS')
+    assert str(g.date.dt.tz) == 'UTC' and g.date.dt.tz_convert('Asia/Kolkata').dt.strftime('%H:%M').min() >= '09:15'
+    silver = read('silver', 'TCS.NS')
     assert np.allclose(g.sma_20.to_numpy(), silver.close.rolling(20).mean().to_numpy()[-len(g):])   # windows count bars
-    aapl = st.read('gold', '15m', 'AAPL')
-    assert str(aapl.date.dt.tz) == 'America/New_York' and (aapl.currency == 'USD').all() and (aapl.fx_rate > 50).all()
+    aapl = read('gold', 'AAPL')
+    assert aapl.date.dt.tz_convert('America/New_York').dt.strftime('%H:%M').min() >= '09:30' and (aapl.currency == 'USD').all() and (aapl.fx_rate > 50).all()
     cfg = load_settings(ini, env={})
     df = load_features(['TCS.NS'], start='2024-06-28', end='2024-06-28', interval='15m', settings=cfg)
     assert str(df.date.dt.tz) == 'UTC' and len(df) == 25                  # 09:15-15:15 IST: 25 bars on the day

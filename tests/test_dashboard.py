@@ -33,10 +33,8 @@ def start_voila(settings, log: Path):
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp('dash')
     ini = root/'settings.ini'
-    ini.write_text("[universe]\ntickers = TCS.NS INFY.NS SBIN.NS AAPL USDINR=X BAD.NS\n[source]\nkind = synthetic\nstart = 2023-01-01\n"
-                   "synthetic_faults = nan spike placeholder\n[quality]\nmin_rows = 100\n[storage]\ndata_dir = data\nfsync = false\n")
-    (root/'data'/'bronze'/'1d').mkdir(parents=True)
-    (root/'data'/'bronze'/'1d'/'BAD.NS.parquet').write_bytes(b'not parquet')
+    ini.write_text("[universe]\ntickers = TCS.NS INFY.NS SBIN.NS AAPL USDINR=X EURGBP=X\n[source]\nkind = synthetic\nstart = 2023-01-01\n"
+                   "synthetic_faults = nan spike placeholder\n[quality]\nmin_rows = 100\n[storage]\ndata_dir = data\n")   # EURGBP=X cannot be converted: it fails
     run_cli('run', '--settings', ini, '--date', '2024-06-28', check=0)
     url, proc = start_voila(load_settings(ini, env={}), root/'voila.log')
     yield url, root
@@ -85,7 +83,7 @@ def test_every_panel_renders_offline_and_the_ticker_picker_changes_the_chart(ser
     pg.wait_for_selector('.panel-health .js-plotly-plot', timeout=60_000)
     pg.wait_for_selector('.panel-drift .js-plotly-plot', timeout=60_000)
     text = pg.inner_text('body')
-    assert 'Last run DEGRADED' in text and '5 of 6 tickers ok' in text and 'BAD.NS' in text
+    assert 'Last run DEGRADED' in text and '5 of 6 tickers ok' in text and 'EURGBP=X' in text
     assert 'quality_score' in pg.inner_text('.panel-quality') and 'TCS.NS' in pg.inner_text('.panel-quality')
     assert 'Baseline:' in pg.inner_text('.panel-drift')
     pg.screenshot(path=str(SHOTS/'dashboard_full.png'), full_page=True)

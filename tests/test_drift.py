@@ -8,7 +8,8 @@ from stock_nbs.drift import (compare, benjamini_hochberg, decide, rollup, read_b
                              evaluate, calibrated_threshold, DriftError)
 from stock_nbs.ingest import ingest
 from stock_nbs.pipeline import transform, drift_stage
-from stock_nbs.store import Store
+from stock_nbs.store import Store, with_year
+import polars as pl
 from stock_nbs.drift import test_ticker as ticker_tests   # (renamed so pytest does not collect it)
 
 
@@ -72,7 +73,7 @@ def test_default_features_are_scale_free_and_levels_are_warned(tmp_path, caplog)
     rows = ticker_tests(g, 'A.NS', drift_settings())
     assert {r['feature'] for r in rows} == {'daily_return', 'abs_return', 'rsi_14', 'vol_ratio', 'close_sma', 'macd_norm'}
     cfg = load_settings(None, env={}, overrides={'drift.features': 'close sma_20 daily_return', 'storage.data_dir': str(tmp_path), 'universe.tickers': 'A.NS'})
-    Store(tmp_path).write(g.assign(ticker='A.NS'), 'gold', '1d', 'A.NS')
+    Store(tmp_path).append('gold', '1d', with_year(pl.from_pandas(g.assign(ticker='A.NS')).with_columns(pl.col('date').cast(pl.Date))))
     with caplog.at_level('WARNING', logger='stock_nbs'):
         drift_stage(cfg, ['A.NS'], '1d', 'r1')
     assert 'drift on levels close, sma_20' in caplog.text and 'not trustworthy' in caplog.text

@@ -1,11 +1,17 @@
-"""Gold features: TA-Lib parity (synthetic and real Upstox data), the conventions behind it, extras from settings, warm-up."""
-import numpy as np, pandas as pd
+"""Gold features: TA-Lib parity (synthetic and real Upstox data), the conventions behind it, extras from settings, warm-up, resuming from kept state."""
+import numpy as np, pandas as pd, polars as pl
 import pytest
 import talib
 from stock_nbs.config import load_settings
-from stock_nbs.clean import clean_bars
-from stock_nbs.features import compute_features, feature_names, indicator_fold, panel_fold
+from stock_nbs.features import gold_panel, feature_names, core_names, STATE_COLUMNS
 from stock_nbs.sources import SyntheticSource, CsvSource
+from test_clean import clean_bars
+
+
+def compute_features(silver, ticker, f, anchors=None):
+    "Gold rows of one ticker's silver (pandas in, pandas out) through the panel code."
+    s = pl.from_pandas(silver).with_columns(ticker=pl.lit(ticker), date=pl.col('date').cast(pl.Date)).with_columns(year=pl.col('date').dt.year().cast(pl.Int32))
+    return gold_panel(s, f, anchors).to_pandas()
 
 
 def settings(**features):
@@ -112,56 +118,46 @@ def test_ten_more_indicators_from_settings_alone():
     assert not gold[new].isna().any().any()
 
 
-def fold_in_chunks(p, f, cuts):
-    "The core features of `p` folded on chunk by chunk (cut at `cuts`), the state passed through JSON each time."
-    import json
-    cols, state = [], None
-    for a, b in zip([0, *cuts], [*cuts, len(p)]):
-        out, state = indicator_fold(p[a:b], f, state)
-        state = json.loads(json.dumps(state))                     # as a state file would keep it
-        cols.append(out)
-    return {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
+def resumed(silver, ticker, f, cut, context=60):
+    "Gold of the rows from `cut` on, resumed from the state of the gold row before `cut` and `context` silver rows before it."
+    full = compute_features(silver, ticker, f | {'warmup': 'flag'})
+    anchor = pl.from_pandas(full.iloc[[cut - 1]][['ticker', 'date', 'macd_signal', *STATE_COLUMNS]]).with_columns(pl.col('date').cast(pl.Date))
+    return full.iloc[cut:].reset_index(drop=True), compute_features(silver.iloc[cut - 1 - context:].reset_index(drop=True), ticker, f | {'warmup': 'flag'}, anchor)
 
 
 @pytest.mark.parametrize('ticker', ['TCS.NS', 'AAPL', 'USDINR=X'])
-def test_folding_new_prices_onto_the_state_equals_a_full_recompute_bit_for_bit(ticker):
+def test_resuming_from_the_kept_state_equals_a_full_recompute(ticker):
     s = settings(sma_periods='20 50 200', rsi_period='7', macd_fast='26', macd_slow='12')   # fast > slow: swapped, as TA-Lib does
-    p = SyntheticSource(seed=3, faults=('spike',)).bars(ticker, '2014-01-01', '2024-12-31').close.to_numpy(float).copy()
-    full = indicator_fold(p, s.features)[0]
-    rng = np.random.default_rng(0)
-    for cuts in ([1], [5, 6, 33, 34, 35], [49, 50, 199, 200, 201], sorted(rng.choice(np.arange(1, len(p)), 40, replace=False)), [len(p) - 1]):
-        folded = fold_in_chunks(p, s.features, list(cuts))
-        for k in full: assert np.array_equal(full[k], folded[k], equal_nan=True), (k, cuts)
-    m = talib.MACD(p, 12, 26, 9)[0]
-    np.testing.assert_allclose(full['macd'][33:], m[33:], atol=1e-9)
+    b = SyntheticSource(seed=3, faults=('spike',)).bars(ticker, '2014-01-01', '2024-12-31')
+    silver = clean_bars(b, ticker, s.clean, fx=SyntheticSource(seed=3).bars('USDINR=X', '2014-01-01', '2024-12-31'))[0]
+    for cut in (240, 241, 1000, len(silver) - 1):
+        full, part = resumed(silver, ticker, s.features, cut, context=210)
+        assert part.date.tolist() == full.date.tolist()
+        for k in core_names(s.features) + STATE_COLUMNS: np.testing.assert_allclose(part[k], full[k], rtol=1e-9, atol=1e-12, err_msg=f'{k} {cut}')
+        assert not part.is_warmup.any()
+    m = talib.MACD(silver.close.to_numpy(float), 12, 26, 9)[0]
+    np.testing.assert_allclose(compute_features(silver, ticker, s.features | {'warmup': 'flag'}).macd[33:], m[33:], atol=1e-9)
 
 
-def test_fold_skips_leading_gaps_and_a_gap_inside_stops_the_smoothings_as_in_talib():
-    f = settings().features
-    p = SyntheticSource().bars('INFY.NS', '2020-01-01', '2021-12-31').close.to_numpy(float).copy()
-    p[:7] = np.nan; p[300] = np.nan
-    full = indicator_fold(p, f)[0]
+def test_leading_gaps_are_skipped_and_a_gap_inside_stops_the_smoothings_as_in_talib():
+    f = settings().features | {'warmup': 'flag'}
+    b = SyntheticSource().bars('INFY.NS', '2020-01-01', '2021-12-31')
+    p = b.close.to_numpy(float).copy(); p[:7] = np.nan; p[300] = np.nan
+    silver = b.assign(close=p, ticker='INFY.NS')
+    full = compute_features(silver, 'INFY.NS', f)
     np.testing.assert_allclose(full['rsi_14'][21:300], talib.RSI(p[:300], 14)[21:], atol=1e-9)
-    assert np.isnan(full['rsi_14'][300:]).all() and np.isnan(full['macd'][300:]).all()            # TA-Lib: NaN from the gap on
-    assert np.isnan(full['sma_20'][300:320]).all() and not np.isnan(full['sma_20'][320:]).any()    # only the windows holding it
-    for cuts in ([3], [7, 8], [30, 299, 300, 301], [350]):
-        folded = fold_in_chunks(p, f, cuts)
-        for k in full: assert np.array_equal(full[k], folded[k], equal_nan=True), (k, cuts)
+    assert full['rsi_14'][300:].isna().all() and full['macd'][300:].isna().all()                  # TA-Lib: NaN from the gap on
+    assert full['sma_20'][300:320].isna().all() and not full['sma_20'][320:].isna().any()         # only the windows holding it
 
 
-def test_panel_fold_of_many_tickers_equals_folding_each_alone_bit_for_bit():
+def test_many_tickers_at_once_equal_each_alone():
     f = settings().features
     src = SyntheticSource(seed=4)
-    tickers = ['TCS.NS', 'INFY.NS', 'AAPL', 'SBIN.NS', 'NEWCO.NS', 'TINY.NS']
-    series = [src.bars(t, '2015-01-01', '2024-12-31').close.to_numpy(float) for t in tickers[:4]]
-    series += [src.bars('NEWCO.NS', '2024-11-01', '2024-12-31').close.to_numpy(float),      # 40 bars: seeded, tail shorter than the window
-               src.bars('TINY.NS', '2024-12-10', '2024-12-31').close.to_numpy(float)]       # 16 bars: nothing seeded yet
-    k = 3
-    states = [indicator_fold(p[:-k], f)[1] for p in series]
-    panel, after = panel_fold(np.array([p[-k:] for p in series]), f, states)
-    for i, p in enumerate(series):
-        full = indicator_fold(p, f)[0]
-        alone, z = indicator_fold(p[-k:], f, states[i])
-        assert after[i] == z, tickers[i]
-        for c in full:
-            assert np.array_equal(panel[c][i], alone[c], equal_nan=True) and np.array_equal(panel[c][i], full[c][-k:], equal_nan=True), (tickers[i], c)
+    spans = {'TCS.NS': ('2015-01-01', '2024-12-31'), 'INFY.NS': ('2015-01-01', '2024-12-31'), 'NEWCO.NS': ('2024-10-01', '2024-12-31'),
+             'TINY.NS': ('2024-12-10', '2024-12-31')}                                              # 16 bars: all warm-up
+    silver = {t: clean_bars(src.bars(t, *span), t, settings().clean)[0] for t, span in spans.items()}
+    panel = gold_panel(pl.concat([pl.from_pandas(x).with_columns(pl.col('date').cast(pl.Date)) for x in silver.values()]), f).to_pandas()
+    for t, x in silver.items():
+        alone = compute_features(x, t, f)
+        pd.testing.assert_frame_equal(panel[panel.ticker == t].reset_index(drop=True), alone)
+    assert 'TINY.NS' not in set(panel.ticker)

@@ -3,12 +3,25 @@ import json, os, time
 import numpy as np, pandas as pd
 import pytest
 from stock_nbs.config import load_settings
-from stock_nbs.quality import (validate_ohlc, detect_outliers, check_data_freshness, get_data_quality_report, missing_sessions,
-                               split_source_gaps, stale_runs, step_changes, future_dates, output_gate, require_output_gate,
-                               QualityGateError, ticker_report)
+import polars as pl
+from stock_nbs.config import load_settings
+from stock_nbs.quality import (validate_ohlc, detect_outliers, check_data_freshness, get_data_quality_report, quality_report,
+                               output_gate, require_output_gate, QualityGateError)
+from stock_nbs.clean import FLAGS
 from stock_nbs.ingest import ingest
 from stock_nbs.pipeline import transform
-from stock_nbs.store import Store
+from stock_nbs.store import Store, load_features
+
+Q = load_settings(None, env={}).quality
+
+
+def panel(frames:dict, dropped:dict|None=None, today='2030-01-01', q=Q):
+    "The quality report of silver frames (ticker -> pandas bars, no flags) and dropped rows (ticker -> {rule: rows}), by ticker."
+    silver = pl.concat([pl.from_pandas(f).with_columns(ticker=pl.lit(t), date=pl.col('date').cast(pl.Date), rule_hits=pl.lit(''), **{k: pl.lit(False) for k in FLAGS})
+                        for t, f in frames.items()], how='diagonal_relaxed').sort('ticker', 'date')
+    rej = pl.DataFrame([{'ticker': t, 'rule': r} for t, d in (dropped or {}).items() for r, n in d.items() for _ in range(n)], schema={'ticker': pl.String, 'rule': pl.String})
+    rep = quality_report(silver, rej, q, today)
+    return rep, rep.tickers.set_index('ticker')
 
 
 def frame(close, dates=None, volume=None):
@@ -46,47 +59,49 @@ def test_freshness_by_file_age(tmp_path):
 def test_known_nse_holiday_is_not_missing_and_a_removed_session_is():
     # August 2023: 15 August (Independence Day) is an NSE holiday; 16 August is removed from the data
     days = [d for d in pd.bdate_range('2023-08-01', '2023-08-31') if d.strftime('%m-%d') not in ('08-15', '08-16')]
-    miss, extra = missing_sessions(pd.Series(days), 'XBOM')
-    assert [d.strftime('%Y-%m-%d') for d in miss] == ['2023-08-16'] and len(extra) == 0
-    miss, extra = missing_sessions(pd.Series(pd.bdate_range('2023-08-01', '2023-08-31')), 'XBOM')
-    assert len(miss) == 0 and [d.strftime('%Y-%m-%d') for d in extra] == ['2023-08-15']   # a bar on a holiday is reported
+    _, r = panel({'TCS.NS': frame([100.] * len(days), days)})
+    assert r.loc['TCS.NS', 'missing_dates'] == '2023-08-16' and r.loc['TCS.NS', 'extra_sessions'] == 0
+    days = pd.bdate_range('2023-08-01', '2023-08-31')
+    _, r = panel({'TCS.NS': frame([100.] * len(days), days)})
+    assert r.loc['TCS.NS', 'missing_sessions'] == 0 and r.loc['TCS.NS', 'extra_sessions'] == 1   # a bar on a holiday is reported
 
 
 def test_a_date_missing_for_most_tickers_is_one_source_wide_gap():
-    d = pd.DatetimeIndex(['2024-05-02'])
-    missing = {f'T{i}.NS': d for i in range(8)} | {'A.NS': d.union(pd.DatetimeIndex(['2024-05-10'])), 'B.NS': pd.DatetimeIndex([])}
-    wide, rest = split_source_gaps(missing, 0.5)
-    assert wide == [pd.Timestamp('2024-05-02')]
-    assert {t: list(v.strftime('%Y-%m-%d')) for t, v in rest.items() if len(v)} == {'A.NS': ['2024-05-10']}
+    days = pd.bdate_range('2024-06-03', '2024-06-14')                      # NSE sessions, no holiday
+    some = lambda *drop: frame(list(100. + np.arange(len(days) - len(drop))), [d for d in days if d.strftime('%m-%d') not in drop])
+    frames = {f'T{i}.NS': some('06-05') for i in range(8)} | {'A.NS': some('06-05', '06-10'), 'B.NS': some()}
+    rep, r = panel(frames)
+    assert [str(d) for d in rep.source_gaps] == ['2024-06-05']
+    assert r.missing_sessions.to_dict() == {**{f'T{i}.NS': 0 for i in range(8)}, 'A.NS': 1, 'B.NS': 0}
+    assert r.loc['A.NS', 'missing_dates'] == '2024-06-10' and r.loc['T0.NS', 'source_gap_sessions'] == 1
 
 
 def test_stale_steps_and_future_dates():
     f = frame([10., 10, 10, 10, 10, 11, 30, 31], volume=[100., 100, 100, 100, 100, 100, 100, 1000])
-    assert stale_runs(f.close, f.date, 5).sessions.tolist() == [5]
-    assert stale_runs(f.close, f.date, 6).empty
-    s = step_changes(f)
-    assert s[['kind']].assign(date=s.date.dt.strftime('%m-%d')).values.tolist() == [['price', '01-09'], ['volume', '01-10']]
-    assert list(future_dates(f.date, today='2024-01-08').strftime('%Y-%m-%d')) == ['2024-01-09', '2024-01-10']
+    _, r = panel({'TCS.NS': f}, today='2024-01-08')
+    assert r.loc['TCS.NS', ['stale_runs', 'stale_sessions', 'steps', 'step_dates', 'future_dates']].tolist() == [1, 5, 2, '2024-01-09, 2024-01-10', 2]
+    _, r = panel({'TCS.NS': f}, q=Q | {'stale_sessions': 6})
+    assert r.loc['TCS.NS', 'stale_runs'] == 0
 
 
 def test_ticker_report_counts_and_scores():
-    q = load_settings(None, env={}).quality
     clean = frame(list(100 + np.arange(60.)), dates=[d for d in pd.bdate_range('2024-02-01', periods=61) if d != pd.Timestamp('2024-03-08')])
-    rep = ticker_report(clean, 'TCS.NS', q, {}, today='2024-12-31')
+    _, r = panel({'TCS.NS': clean}, today='2024-12-31')
     # 8 March 2024 is an NSE holiday (Mahashivratri): the data rightly lacks it
-    assert rep['missing_sessions'] == 0 and rep['quality_score'] == 100
+    assert r.loc['TCS.NS', 'missing_sessions'] == 0 and r.loc['TCS.NS', 'quality_score'] == 100
     broken = clean.drop(index=[10, 11]).reset_index(drop=True)
-    rep = ticker_report(broken, 'TCS.NS', q, {'nulls_dropped': 3}, today='2024-12-31')
-    assert rep['missing_sessions'] == 2 and rep['dropped_rows'] == 3
-    assert rep['quality_score'] == pytest.approx(100 * (1 - 5 / 60), abs=0.01)
+    _, r = panel({'TCS.NS': broken}, {'TCS.NS': {'nulls': 3, 'duplicates': 4}}, today='2024-12-31')
+    assert r.loc['TCS.NS', 'missing_sessions'] == 2 and r.loc['TCS.NS', 'dropped_rows'] == 3      # duplicates are not a loss
+    assert json.loads(r.loc['TCS.NS', 'clean_counts']) == {'duplicates_dropped': 4, 'nulls_dropped': 3}
+    assert r.loc['TCS.NS', 'quality_score'] == pytest.approx(100 * (1 - 5 / 60), abs=0.01)
     seeds = get_data_quality_report(clean, 'TCS.NS')
     assert seeds['total_rows'] == 60 and seeds['quality_score'] == 100 and seeds['ohlc_validation'] == (True, [])
 
 
 def test_output_gate():
-    g = frame(list(np.arange(1., 21))).assign(ticker='X', sma_20=1., rsi_14=50.)
+    g = pl.LazyFrame(frame(list(np.arange(1., 21))).assign(ticker='X', sma_20=1., rsi_14=50.))
     assert output_gate(g, min_rows=20, today='2030-01-01') == []
-    fails = output_gate(g.assign(high=0.5).drop(columns='sma_20'), min_rows=50, today='2024-01-10')
+    fails = output_gate(g.with_columns(high=pl.lit(0.5)).drop('sma_20'), min_rows=50, today='2024-01-10')
     assert fails[0] == '20 rows, fewer than [quality] min_rows = 50'
     assert fails[1] == 'missing required columns: sma_20'
     assert fails[2].startswith('future dates: 2024-01-11')
@@ -101,7 +116,7 @@ def upstox_run(tmp_path_factory, upstox_dir):
     tickers = sorted(f"{p.name.split('_')[0]}.NS" for p in upstox_dir.glob('*_2020-10-01_to_2025-09-30.csv'))
     cfg = load_settings(None, env={}, overrides={'universe.tickers': ' '.join(tickers), 'source.kind': 'csv', 'source.csv_dir': str(upstox_dir),
                                                   'source.csv_pattern': '{symbol}_*.csv', 'source.csv_columns': 'timestamp=date',
-                                                  'source.start': '2020-10-01', 'storage.data_dir': str(root), 'storage.fsync': 'false'})
+                                                  'source.start': '2020-10-01', 'storage.data_dir': str(root)})
     ingest(cfg, run_date='2025-09-30', progress=False)
     return cfg, transform(cfg, progress=False, today='2025-10-01')
 
@@ -119,10 +134,8 @@ def test_real_demergers_are_flagged_as_step_changes(upstox_run):
 def test_real_data_quality_report_is_stored_and_sane(upstox_run):
     cfg, res = upstox_run
     assert (res.tickers.status == 'ok').all() and res.gate == []
-    folder = cfg.data_dir/'quality'/'1d'
-    stored = pd.read_parquet(folder/'ticker_report.parquet')
-    summary = json.loads((folder/'summary.json').read_text())
-    assert len(stored) == 50 and summary['tickers'] == 50 and summary['gate'] == []
+    stored = Store(cfg.data_dir).read('quality', '1d').to_pandas()
+    assert len(stored) == 50 and res.summary['tickers'] == 50 and res.summary['gate'] == []
     q = stored.set_index('ticker')
     assert (q.missing_sessions == 0).all()                              # the vendor has every NSE session...
     assert (q.loc['RELIANCE.NS', 'extra_sessions'] >= 5)                # ...plus special sessions (Muhurat, Saturdays)
@@ -133,11 +146,9 @@ def test_source_wide_gap_in_a_run(tmp_path):
     cfg = load_settings(None, env={}, overrides={'universe.tickers': 'TCS.NS INFY.NS SBIN.NS ITC.NS', 'source.kind': 'synthetic',
                                                   'source.start': '2024-01-01', 'storage.data_dir': str(tmp_path), 'quality.min_rows': '100'})
     ingest(cfg, run_date='2024-03-28', progress=False)
-    st = Store(cfg.data_dir)
-    for t in ['TCS.NS', 'INFY.NS', 'SBIN.NS']:                            # the vendor skipped 14 March for 3 of 4 tickers
-        b = st.read('bronze', '1d', t)
-        st.write(b[b.date != '2024-03-14'], 'bronze', '1d', t)
-    b = st.read('bronze', '1d', 'ITC.NS'); st.write(b[b.date != '2024-02-05'], 'bronze', '1d', 'ITC.NS')
+    bronze = Store(cfg.data_dir).table('bronze', '1d')                      # the vendor skipped 14 March for 3 of 4 tickers
+    bronze.delete("ticker IN ('TCS.NS', 'INFY.NS', 'SBIN.NS') AND date = '2024-03-14'")
+    bronze.delete("ticker = 'ITC.NS' AND date = '2024-02-05'")
     res = transform(cfg, progress=False, today='2024-03-28')
     assert res.summary['source_gaps'] == ['2024-03-14']
     q = res.quality.set_index('ticker')
@@ -152,7 +163,7 @@ def test_gate_checks_every_row_written_to_the_dataset(tmp_path):
                                                   'quality.min_rows': '100000', 'storage.data_dir': str(tmp_path/'d')})
     ingest(cfg, run_date='2024-06-28', progress=False)
     res = transform(cfg, progress=False, today='2024-06-28')
-    ds = pd.read_parquet(res.dataset)
+    ds = load_features(settings=cfg)
     bad = int((ds.high < ds.low).sum())
     assert bad > 0 and res.gate[0] == f'{len(ds)} rows, fewer than [quality] min_rows = 100000'
     assert res.gate[1].startswith(f'OHLC validation failed: High < Low violation detected ({bad} rows)')

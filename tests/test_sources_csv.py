@@ -1,5 +1,5 @@
 """CSV source: every Yahoo form, vendor folders through settings alone, and bad files."""
-import pandas as pd, numpy as np
+import pandas as pd, numpy as np, polars as pl
 import pytest
 from stock_nbs.config import load_settings, symbol_of
 from stock_nbs.sources import CsvSource, SourceError, make_source, read_bar_csv, BRONZE_COLUMNS
@@ -53,21 +53,22 @@ def test_upstox_folder_loads_through_settings_alone(upstox_dir, write_settings, 
     p = write_settings({'universe': {'tickers': 'RELIANCE.NS TCS.NS ETERNAL.NS M&M.NS BAJAJ-AUTO.NS JIOFIN.NS'},
                         'source': {'kind': 'csv', 'csv_dir': str(upstox_dir), 'csv_pattern': '{symbol}_*.csv',
                                    'csv_columns': 'timestamp=date', 'start': '2020-10-01'},
-                        'storage': {'data_dir': str(tmp_path/'data'), 'fsync': 'false'}})
+                        'storage': {'data_dir': str(tmp_path/'data')}})
     s = load_settings(p, env={})
     rep = ingest(s, run_date='2025-09-30', progress=False)
     assert rep.status.tolist() == ['updated'] * 6, rep.error.tolist()
     store = Store(s.data_dir)
-    rel = store.read('bronze', '1d', 'RELIANCE.NS')
+    bronze = lambda t: store.read('bronze', '1d', pl.col('ticker') == t).sort('date', 'seq').to_pandas().assign(date=lambda d: pd.to_datetime(d.date))
+    rel = bronze('RELIANCE.NS')
     raw = pd.read_csv(next(upstox_dir.glob('RELIANCE_*.csv')))
     assert len(rel) == len(raw) == 1241
     assert rel.date.iloc[0] == pd.Timestamp('2020-10-01') and rel.date.iloc[-1] == pd.Timestamp('2025-09-30')
     assert rel.date.dt.hour.eq(0).all() and rel.date.dt.tz is None       # IST midnight -> the IST trading date
     np.testing.assert_array_equal(rel.close.to_numpy(), raw.close.to_numpy())
     np.testing.assert_array_equal(rel.volume.to_numpy(), raw.volume.to_numpy())
-    assert (rel.adj_close == rel.close).all() and list(rel.columns) == BRONZE_COLUMNS
-    assert store.read('bronze', '1d', 'ETERNAL.NS').date.iloc[0] == pd.Timestamp('2021-07-23')
-    assert store.read('bronze', '1d', 'JIOFIN.NS').date.iloc[0] == pd.Timestamp('2023-08-21')
+    assert (rel.adj_close == rel.close).all() and list(rel.columns) == ['ticker', 'date', 'seq', *BRONZE_COLUMNS[1:], 'year']
+    assert bronze('ETERNAL.NS').date.iloc[0] == pd.Timestamp('2021-07-23')
+    assert bronze('JIOFIN.NS').date.iloc[0] == pd.Timestamp('2023-08-21')
 
 
 def test_whole_upstox_folder(upstox_dir):

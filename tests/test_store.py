@@ -1,29 +1,62 @@
-"""Store: layout, unwritable roots, and the lock between two processes."""
+"""Store: tables, unreadable and old-layout roots, unwritable roots, the lock between two processes, kill -9 at any point."""
 import subprocess, sys, time, textwrap
-import pandas as pd
+import numpy as np, pandas as pd, polars as pl
 import pytest
-from stock_nbs.store import Store, StoreError
+from stock_nbs.store import Store, StoreError, migrate_store, load_features, LAYERS
 from stock_nbs.config import load_settings
 from stock_nbs.ingest import ingest
+from stock_nbs.pipeline import transform
 from conftest import CLI
 
 
-def test_layout_one_file_per_layer_interval_ticker(tmp_path):
+def test_layout_one_delta_table_per_layer_and_interval(tmp_path):
+    cfg = load_settings(None, env={}, overrides={'storage.data_dir': str(tmp_path), 'source.kind': 'synthetic', 'universe.tickers': 'TCS.NS M&M.NS AAPL USDINR=X',
+                                                  'source.start': '2024-01-01', 'quality.min_rows': '10'})
+    ingest(cfg, run_date='2024-03-28', progress=False)
+    transform(cfg, progress=False, today='2024-03-28')
+    ingest(cfg, run_date='2024-03-28', interval='15m', progress=False)
+    tables = sorted(str(p.parent.relative_to(tmp_path)) for p in tmp_path.rglob('_delta_log'))
+    assert tables == ['bronze/15m', 'bronze/1d', 'gold/1d', 'quality/1d', 'rejects/1d', 'silver/1d'] or tables == ['bronze/15m', 'bronze/1d', 'gold/1d', 'quality/1d', 'silver/1d']
+    assert {p.name for p in (tmp_path/'gold'/'1d').iterdir() if p.is_dir()} == {'_delta_log', 'year=2024'}
     st = Store(tmp_path)
-    for layer in ('bronze', 'silver', 'gold'):
-        st.write(pd.DataFrame({'x': [1]}), layer, '1d', 'M&M.NS')
-    st.write(pd.DataFrame({'x': [1]}), 'bronze', '5m', 'USDINR=X')
-    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*.parquet')) == [
-        'bronze/1d/M&M.NS.parquet', 'bronze/5m/USDINR=X.parquet', 'gold/1d/M&M.NS.parquet', 'silver/1d/M&M.NS.parquet']
-    with pytest.raises(StoreError, match="unknown layer 'platinum'"):
-        st.path('platinum', '1d', 'X')
+    assert st.tickers('gold', '1d') == ['AAPL', 'M&M.NS', 'TCS.NS', 'USDINR=X'] and st.tickers('bronze', '15m') == ['AAPL', 'M&M.NS', 'TCS.NS', 'USDINR=X']
+    with pytest.raises(StoreError, match="unknown table 'platinum'"):
+        st.path('platinum', '1d')
 
 
-def test_unreadable_file_names_itself(tmp_path):
-    st = Store(tmp_path)
-    p = st.path('bronze', '1d', 'TCS.NS'); p.parent.mkdir(parents=True); p.write_bytes(b'garbage')
-    with pytest.raises(StoreError, match=r'TCS.NS.parquet is unreadable .*move it aside'):
-        st.read('bronze', '1d', 'TCS.NS')
+def test_an_unreadable_table_names_itself_and_the_repair(tmp_path):
+    cfg = load_settings(None, env={}, overrides={'storage.data_dir': str(tmp_path), 'source.kind': 'synthetic', 'universe.tickers': 'TCS.NS',
+                                                  'source.start': '2024-01-01', 'quality.min_rows': '10'})
+    ingest(cfg, run_date='2024-03-28', progress=False)
+    transform(cfg, progress=False, today='2024-03-28')
+    for f in (tmp_path/'gold'/'1d').rglob('*.parquet'): f.write_bytes(b'PAR1 garbage')
+    with pytest.raises(StoreError, match=r"table .*gold/1d is unreadable .*stock-nbs transform --full"):
+        load_features(settings=cfg)
+    transform(cfg, progress=False, today='2024-03-28', full=True)        # the repair the message names
+    assert len(load_features(settings=cfg)) > 10
+
+
+def test_an_old_layout_root_is_named_and_converted_once(tmp_path):
+    "Per-ticker bronze files and a part laid over them (the layout before the tables) become one bronze table with the same bars."
+    import json, pyarrow as pa, pyarrow.parquet as pq
+    folder = tmp_path/'bronze'/'1d'; (folder/'_parts').mkdir(parents=True)
+    bars = lambda days, c: pd.DataFrame({'date': pd.to_datetime(days), **{k: c for k in ('open', 'high', 'low', 'close', 'adj_close')}, 'volume': 100.,
+                                          'source': 'synthetic', 'fetched_at': pd.Timestamp('2024-01-20', tz='UTC')})
+    tcs = bars(pd.bdate_range('2024-01-01', periods=10), 10.)
+    pq.write_table(pa.Table.from_pandas(tcs, preserve_index=False), folder/'TCS.NS.parquet')
+    part = pd.concat([bars(pd.bdate_range('2024-01-11', periods=3), 11.).assign(ticker='TCS.NS'), bars(pd.bdate_range('2024-01-01', periods=2), 5.).assign(ticker='INFY.NS')])
+    t = pa.Table.from_pandas(part, preserve_index=False)
+    pq.write_table(t.replace_schema_metadata({b'stock_nbs': json.dumps({'since': {'TCS.NS': '2024-01-11', 'INFY.NS': '2024-01-01'}}).encode()}), folder/'_parts'/'5.parquet')
+    cfg = load_settings(None, env={}, overrides={'storage.data_dir': str(tmp_path), 'universe.tickers': 'TCS.NS INFY.NS', 'quality.min_rows': '1'})
+    with pytest.raises(StoreError, match='old per-ticker Parquet layout; convert the data root once with `stock-nbs migrate-store`'):
+        ingest(cfg, run_date='2024-03-28', source='synthetic', progress=False)
+    assert migrate_store(tmp_path) == {'1d': 13}                        # 8 file rows kept, 3 laid over from the part, 2 only in it
+    got = Store(tmp_path).read('bronze', '1d').sort('ticker', 'date')
+    assert got.filter(pl.col('ticker') == 'TCS.NS')['close'].to_list() == [10.] * 8 + [11.] * 3
+    assert got.filter(pl.col('ticker') == 'INFY.NS')['close'].to_list() == [5., 5.]
+    assert len(list(tmp_path.glob('old-layout-*/bronze/1d/TCS.NS.parquet'))) == 1      # moved aside, not deleted
+    with pytest.raises(StoreError, match='holds no bronze files of the old layout'):
+        migrate_store(tmp_path)
 
 
 def test_unwritable_data_root_fails_before_fetching(tmp_path):
@@ -79,4 +112,44 @@ def test_two_ingests_started_at_once_do_not_interleave(tmp_path):
     assert kinds == ['acquired', 'released', 'acquired', 'released']   # one run's whole ingest, then the other's
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[0] != pids[2]
     assert sorted(o[1].split(':')[1].strip().split(',')[1] for o in outs) == [' 0 updated', ' 3 updated']
-    assert Store(tmp_path/'data').read('bronze', '1d', 'TCS.NS').date.is_unique
+    assert not Store(tmp_path/'data').read('bronze', '1d')[['ticker', 'date', 'seq']].is_duplicated().any()
+
+
+BUILD = textwrap.dedent("""
+    import sys
+    from stock_nbs.config import load_settings
+    from stock_nbs.ingest import ingest
+    from stock_nbs.pipeline import transform
+    cfg = load_settings(sys.argv[1], env={})
+    for day in sys.argv[2:]:
+        ingest(cfg, run_date=day, progress=False)
+        transform(cfg, progress=False, today=day)
+""")
+
+
+def _settings(root):
+    ini = root/'settings.ini'
+    ini.write_text("[universe]\ntickers = TCS.NS INFY.NS SBIN.NS AAPL USDINR=X\n[source]\nkind = synthetic\nstart = 2021-01-01\n"
+                   "synthetic_faults = ohlc spike duplicate placeholder nan\n[quality]\nmin_rows = 10\n[storage]\ndata_dir = data\n")
+    return ini
+
+
+def test_kill_9_at_any_point_leaves_readable_tables_and_a_rerun_reaches_the_reference(tmp_path):
+    days = ['2024-06-26', '2024-06-27', '2024-06-28']
+    ref = tmp_path/'ref'; ref.mkdir()
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, '-c', BUILD, str(_settings(ref)), *days], check=True)
+    took = time.monotonic() - t0
+    want = load_features(settings=load_settings(ref/'settings.ini', env={}))
+    rng = np.random.default_rng(9)
+    for trial, delay in enumerate(rng.uniform(1.0, took, 6)):          # the first build and the days, killed anywhere
+        root = tmp_path/f'k{trial}'; root.mkdir()
+        ini = _settings(root)
+        p = subprocess.Popen([sys.executable, '-c', BUILD, str(ini), *days])
+        time.sleep(delay); p.kill(); p.wait()
+        st = Store(root/'data')
+        for layer in LAYERS:
+            if st.exists(layer, '1d'): st.read(layer, '1d')              # every table readable at the version it has
+        subprocess.run([sys.executable, '-c', BUILD, str(ini), *days], check=True)
+        got = load_features(settings=load_settings(ini, env={}))
+        pd.testing.assert_frame_equal(got, want, rtol=1e-9, obj=f'trial {trial} killed after {delay:.1f} s')

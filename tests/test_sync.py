@@ -20,7 +20,7 @@ TICKERS = 'TCS.NS INFY.NS SBIN.NS AAPL USDINR=X'
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp('sync')
     cfg = load_settings(None, env={}, overrides={'universe.tickers': TICKERS, 'source.kind': 'synthetic', 'source.start': '2022-01-01',
-                                                  'storage.data_dir': str(root/'data'), 'storage.fsync': 'false', 'quality.min_rows': '100',
+                                                  'storage.data_dir': str(root/'data'), 'quality.min_rows': '100',
                                                   'sync.copy_batch_rows': '1000', 'sync.backoff_seconds': '0.1'})
     ingest(cfg, run_date='2024-06-28', progress=False)
     transform(cfg, progress=False, today='2024-06-28')
@@ -74,9 +74,7 @@ def test_round_trip_idempotence_and_updated_at(built, tmp_path, pg_url, monkeypa
     with psycopg.connect(pg_url) as c:
         before = c.execute("SELECT updated_at, close FROM stock_features WHERE ticker = 'TCS.NS' AND date = '2024-06-28'").fetchone()
         last_write = c.execute("SELECT max(updated_at) FROM stock_features").fetchone()[0]
-    gold = Store(cfg.data_dir).read('gold', '1d', 'TCS.NS')
-    gold.loc[gold.date == '2024-06-28', 'close'] += 1.5
-    Store(cfg.data_dir).write(gold, 'gold', '1d', 'TCS.NS'); Store(cfg.data_dir).consolidate('1d', TICKERS.split())
+    Store(cfg.data_dir).table('gold', '1d').update(predicate="ticker = 'TCS.NS' AND date = '2024-06-28'", updates={'close': 'close + 1.5'})   # a revised gold row
     rep = sync(cfg, sec)
     assert (rep.pending, rep.sent, rep.updated, rep.inserted) == (1, 1, 1, 0)
     with psycopg.connect(pg_url) as c:
@@ -87,10 +85,7 @@ def test_round_trip_idempotence_and_updated_at(built, tmp_path, pg_url, monkeypa
 
 def test_a_constraint_violation_is_reported_and_the_rest_lands(built, tmp_path, pg_url):
     cfg = fresh(built, tmp_path)
-    st = Store(cfg.data_dir)
-    g = st.read('gold', '1d', 'INFY.NS')
-    g.loc[g.date == '2024-06-27', 'high'] = g.loc[g.date == '2024-06-27', 'low'] - 5
-    st.write(g, 'gold', '1d', 'INFY.NS'); st.consolidate('1d', TICKERS.split())
+    Store(cfg.data_dir).table('gold', '1d').update(predicate="ticker = 'INFY.NS' AND date = '2024-06-27'", updates={'high': 'low - 5'})
     p = run_cli('sync', '--settings', _ini(cfg, tmp_path), env={'DATABASE_URL': pg_url}, check=1)
     assert 'REFUSED INFY.NS 2024-06-27 00:00:00: valid_ohlc (kept locally)' in p.stdout
     assert count(pg_url) == len(load_features(settings=cfg)) - 1
@@ -226,7 +221,7 @@ def test_daily_run_with_sync_reports_it_and_leaks_no_secret(tmp_path, pg_url):
     secret_url = pg_url.replace('postgres@', 'postgres:Very-s3cret-pw@')     # the test server trusts any password
     ini = tmp_path/'settings.ini'
     ini.write_text("[universe]\ntickers = TCS.NS INFY.NS AAPL USDINR=X\n[source]\nkind = synthetic\nstart = 2023-01-01\n"
-                   "[quality]\nmin_rows = 100\n[storage]\ndata_dir = data\nfsync = false\n")
+                   "[quality]\nmin_rows = 100\n[storage]\ndata_dir = data\n")
     p = run_cli('run', '--settings', ini, '--date', '2024-06-28', '--sync', env={'DATABASE_URL': secret_url})
     assert p.returncode == 0, p.stdout + p.stderr
     m = json.loads((next((tmp_path/'runs').glob('*/manifest.json'))).read_text())
