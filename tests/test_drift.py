@@ -112,12 +112,14 @@ def test_drift_stage_alerts_rollup_report_and_idempotence(universe, tmp_path):
     a = drifted.iloc[0]
     assert a.current_start == pd.Timestamp('2024-06-20') and a.current_end == pd.Timestamp('2024-06-28') and a.current_n == 7 and a.baseline_n == 60
     assert set(roll.recommendation) <= {'ok', 'watch', 'retrain'} and (roll.drifted > 0).sum() >= 3
-    alerts_path = cfg.data_dir/'drift'/'1d'/'alerts.parquet'
-    first = pd.read_parquet(alerts_path)
+    alerts = lambda: Store(cfg.data_dir).read('drift_alerts', '1d').to_pandas()
+    first = alerts()
     assert list(first.columns[:5]) == ['ticker', 'feature', 'method', 'statistic', 'p_value'] and {'q_value', 'detected_at', 'run_id'} <= set(first.columns)
     drift_stage(cfg, cfg.universe.tickers, '1d', 'run-2', tmp_path/'reports')   # the same day again
-    again = pd.read_parquet(alerts_path)
+    again = alerts()
     assert len(again) == len(first) and set(again.run_id) == {'run-2'}
+    runs = Store(cfg.data_dir).read('drift_tests', '1d').to_pandas()
+    assert set(runs.run_id) == {'run-1', 'run-2'} and len(runs) == 2 * len(tests)             # every run's tests, kept
     html = (tmp_path/'reports'/'run-1_drift.html').read_text()
     assert '<h1>Drift report</h1>' in html and 'abs_return' in html and 'outline: 2px solid' in html and '<script' not in html
 
