@@ -1,0 +1,86 @@
+"""The daily pass equals a full rebuild of the same day: over several days, vendor revisions of the overlap (an FX
+revision among them), faulty bars and a ticker added later; and a re-run of a day commits nothing."""
+import shutil
+import numpy as np, polars as pl
+import pytest
+from stock_nbs.config import load_settings
+from stock_nbs.ingest import ingest
+from stock_nbs.pipeline import transform
+from stock_nbs.store import Store
+
+TICKERS = 'TCS.NS INFY.NS SBIN.NS AAPL MSFT USDINR=X'
+KEYS = {'bronze': ['ticker', 'date', 'seq'], 'silver': ['ticker', 'date'], 'rejects': ['ticker', 'date', 'seq'], 'gold': ['ticker', 'date']}
+
+
+def settings(root, seed=42, tickers=TICKERS):
+    return load_settings(None, env={}, overrides={'universe.tickers': tickers, 'source.kind': 'synthetic', 'source.start': '2022-06-01',
+                                                  'source.synthetic_faults': 'ohlc nan duplicate placeholder spike missing', 'source.synthetic_fault_rate': '0.03',
+                                                  'source.synthetic_seed': str(seed), 'storage.data_dir': str(root), 'quality.min_rows': '10'})
+
+
+def assert_same_tables(day_root, full_root):
+    "Every derived table of the day pass equals the full rebuild's: non-float columns identical, floats within 1e-9 relative."
+    for layer in ('silver', 'rejects', 'gold'):
+        a, b = (Store(r).read(layer, '1d').sort(KEYS[layer]) for r in (day_root, full_root))
+        assert a.select(KEYS[layer]).equals(b.select(KEYS[layer])), layer
+        for c, t in a.schema.items():
+            if t.is_float(): np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), rtol=1e-9, atol=0, err_msg=f'{layer}.{c}')
+            else: assert a[c].equals(b[c]), f'{layer}.{c}'
+    qa, qb = (Store(r).read('quality', '1d').sort('reported_at').group_by('ticker').last().sort('ticker').drop('run_id', 'reported_at') for r in (day_root, full_root))
+    assert qa.equals(qb)
+
+
+def test_days_with_revisions_an_fx_revision_and_a_new_ticker_equal_full_rebuilds(tmp_path):
+    root = tmp_path/'day'
+    days = [('2024-06-24', 42, TICKERS), ('2024-06-25', 43, TICKERS),          # the vendor revises every bar of the overlap, USDINR=X too
+            ('2024-06-26', 42, TICKERS + ' ITC.NS'), ('2024-06-27', 42, TICKERS + ' ITC.NS')]   # revised back; a ticker added
+    for i, (day, seed, tickers) in enumerate(days):
+        s = settings(root, seed, tickers)
+        rep = ingest(s, run_date=day, progress=False)
+        if i == 1: assert rep.set_index('ticker').loc['USDINR=X', 'values_changed'] > 0 and (rep.values_changed > 0).all()
+        res = transform(s, progress=False, today=day)
+        assert res.gate == [] and (res.summary['pass'] == 'full' if i == 0 else res.summary['pass']['recomputed'] == len(tickers.split()))
+        full = tmp_path/f'full{i}'
+        shutil.copytree(root, full)
+        transform(settings(full, seed, tickers), progress=False, today=day, full=True)
+        assert_same_tables(root, full)
+
+
+def test_rerunning_a_day_commits_nothing(tmp_path):
+    s = settings(tmp_path/'d')
+    for day in ('2024-06-26', '2024-06-27'): ingest(s, run_date=day, progress=False); transform(s, progress=False, today=day)
+    before = Store(s.data_dir).versions('1d')
+    ingest(s, run_date='2024-06-27', progress=False)
+    res = transform(s, progress=False, today='2024-06-27')
+    after = Store(s.data_dir).versions('1d')
+    assert res.summary['pass']['recomputed'] == 0
+    assert {k: after[k] for k in ('bronze/1d', 'silver/1d', 'rejects/1d', 'gold/1d')} == {k: before[k] for k in ('bronze/1d', 'silver/1d', 'rejects/1d', 'gold/1d')}
+    assert after['quality/1d'] == before['quality/1d'] + 1                    # the day's report, appended
+
+
+def test_changed_rule_settings_rebuild_everything(tmp_path):
+    s = settings(tmp_path/'d')
+    ingest(s, run_date='2024-06-26', progress=False); transform(s, progress=False, today='2024-06-26')
+    strict = load_settings(None, env={}, overrides={**{k: v for k, v in [('universe.tickers', TICKERS), ('source.kind', 'synthetic'), ('source.start', '2022-06-01'),
+                                                    ('storage.data_dir', str(tmp_path/'d')), ('quality.min_rows', '10')]}, 'features.sma_periods': '20 100'})
+    res = transform(strict, progress=False, today='2024-06-26')
+    assert res.summary['pass'] == 'full' and 'sma_100' in Store(tmp_path/'d').read('gold', '1d').columns
+
+
+def test_an_intraday_day_equals_a_full_rebuild(tmp_path):
+    root = tmp_path/'day'
+    over = {'universe.tickers': 'TCS.NS AAPL', 'source.kind': 'synthetic', 'source.intraday_days': '10', 'quality.min_rows': '10', 'storage.data_dir': str(root)}
+    s = load_settings(None, env={}, overrides=over)
+    for i, day in enumerate(('2024-06-26', '2024-06-27', '2024-06-28')):
+        ingest(s, ['USDINR=X'], run_date=day, interval='1d', progress=False)       # the daily FX series US bars convert with
+        ingest(s, run_date=day, interval='15m', progress=False)
+        res = transform(s, interval='15m', progress=False, today=day)
+        assert res.gate == [] and (res.tickers.status == 'ok').all()
+    full = tmp_path/'full'
+    shutil.copytree(root, full)
+    transform(load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(full)}), interval='15m', progress=False, today='2024-06-28', full=True)
+    for layer in ('silver', 'gold'):
+        a, b = (Store(r).read(layer, '15m').sort('ticker', 'date') for r in (root, full))
+        assert len(a) == len(b) > 0 and a.select('ticker', 'date').equals(b.select('ticker', 'date'))
+        np.testing.assert_allclose(a['close'].to_numpy(), b['close'].to_numpy(), rtol=1e-12)
+        if layer == 'gold': np.testing.assert_allclose(a['rsi_14'].to_numpy(), b['rsi_14'].to_numpy(), rtol=1e-9)
