@@ -153,3 +153,23 @@ def test_kill_9_at_any_point_leaves_readable_tables_and_a_rerun_reaches_the_refe
         subprocess.run([sys.executable, '-c', BUILD, str(ini), *days], check=True)
         got = load_features(settings=load_settings(ini, env={}))
         pd.testing.assert_frame_equal(got, want, rtol=1e-9, obj=f'trial {trial} killed after {delay:.1f} s')
+
+
+ONE_CORE = textwrap.dedent("""
+    import os, sys
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})   # one CPU: delta-rs' runtime sizes itself from this
+    from stock_nbs import pipeline as P
+    from stock_nbs.config import load_settings
+    from stock_nbs.ingest import ingest
+    P.BUCKET = 2                                                          # several buckets: the writer waits while the producer reads
+    s = load_settings(None, env={}, overrides={'storage.data_dir': sys.argv[1], 'source.kind': 'synthetic', 'source.start': '2024-01-01',
+                                               'universe.tickers': 'TCS.NS INFY.NS SBIN.NS ITC.NS AAPL USDINR=X', 'quality.min_rows': '10'})
+    ingest(s, run_date='2024-06-28', progress=False)
+    print(P.transform(s, progress=False, today='2024-06-28', full=True).tickers.status.tolist())
+""")
+
+
+def test_a_full_pass_on_one_cpu_does_not_deadlock(tmp_path):
+    env = {k: v for k, v in __import__('os').environ.items() if k != 'TOKIO_WORKER_THREADS'}
+    p = subprocess.run([sys.executable, '-c', ONE_CORE, str(tmp_path/'d')], capture_output=True, text=True, timeout=60, env=env)   # (it takes seconds; a deadlock hangs)
+    assert p.returncode == 0 and p.stdout.strip() == str(['ok'] * 6), p.stderr[-2000:]
