@@ -7,14 +7,15 @@ STAMP  := $(VENV)/.installed-stamp
 # pip reaches the package index only; its "Location ... is ignored" lines are noise here
 PIP_QUIET := 2>&1 | grep -v "is ignored" || true
 
-.PHONY: install demo test check-notebooks nbtest pytest clean-data help drift-eval db db-stop bench
+.PHONY: install demo test check-notebooks nbtest pytest clean-data help drift-eval db db-stop bench faults
 
 help:
 	@echo "make demo   - install, then run the daily pipeline (papermill notebook) offline on the synthetic source for the default universe"
 	@echo "make test   - install, check notebooks are clean and the library matches them, run nbdev-test and pytest"
 	@echo "make drift-eval - false-alarm and detection rates of the drift monitor on simulated data"
 	@echo "make bench  - stock_nbs next to a plain polars reference at 5,000 tickers x 10 years: rebuild, day, reads, daily run"
-	@echo "make db     - start a local PostgreSQL (.pgdata/) to try sync; make db-stop stops it"
+	@echo "make faults - fault-injection campaign: kill -9 during builds, database restarts mid-sync, secrets in every DSN form (~4 min)"
+	@echo "make db     - start a local PostgreSQL (.pgdata/, port 5433 or PORT=N) to try sync; make db-stop stops it"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,9 +51,10 @@ pytest: install
 	$(BIN)/pytest; rc=$$?; tools/pg.sh stop $$pgdir; rm -rf $$pgdir; exit $$rc
 
 # A local PostgreSQL to try sync without Supabase: data in .pgdata/, stop with `make db-stop`
+PORT ?= 5433
 db:
-	@[ -d .pgdata/data ] && echo "already initialised; starting" ; \
-	url=$$(tools/pg.sh start $$PWD/.pgdata 5433) && echo "export DATABASE_URL=$$url   # then: .venv/bin/stock-nbs db migrate && .venv/bin/stock-nbs sync"
+	@[ -f .pgdata/data/PG_VERSION ] && echo "already initialised in .pgdata; starting it" ; \
+	url=$$(tools/pg.sh start $$PWD/.pgdata $(PORT)) && echo "export DATABASE_URL=$$url   # then: .venv/bin/stock-nbs db migrate && .venv/bin/stock-nbs sync"
 
 db-stop:
 	tools/pg.sh stop $$PWD/.pgdata
@@ -63,6 +65,12 @@ test: check-notebooks nbtest pytest
 # writes reports/bench.json and reports/bench.md
 bench: install
 	$(BIN)/python tools/bench.py
+
+# kill -9 at random points of a build and its days, the database restarted mid-sync, DATABASE_URL in every form the driver
+# accepts: prints the trials and the counts that must all be zero (unreadable tables, failed reruns, rows lost or doubled,
+# stray files, secret hits); writes reports/faults.md and reports/faults.json
+faults: install
+	$(BIN)/python tools/faults.py
 
 # False-alarm and detection rates of the drift monitor on simulated data (~5 min); writes reports/drift_eval.json
 drift-eval: install

@@ -4,17 +4,18 @@
 
 # %% ../nbs/10_cli.ipynb #f9ac5b63
 from __future__ import annotations
-import argparse, json, logging, os, sys, datetime as dt
+import argparse, io, json, logging, os, sys, datetime as dt
 from pathlib import Path
 import pandas as pd
-from .config import StockNbsError, Settings, load_settings, SPEC, SOURCE_KINDS, INTERVALS, _tickers
+from .config import StockNbsError, Settings, load_settings, load_secrets, find_settings, scrub, SPEC, SOURCE_KINDS, INTERVALS, _tickers
 from .ingest import ingest
 from .pipeline import transform, setup_logging, failure_share_problem
 from .store import Store, export_parquet, maintain, migrate_store
 
 # %% auto #0
 __all__ = ['cmd_ingest', 'cmd_transform', 'cmd_run', 'cmd_status', 'cmd_baseline', 'cmd_drift_eval', 'cmd_sync', 'cmd_db',
-           'dashboard_command', 'cmd_dashboard', 'cmd_settings', 'cmd_maintain', 'cmd_migrate_store', 'main']
+           'dashboard_command', 'cmd_dashboard', 'cmd_settings', 'ini_text', 'cmd_maintain', 'cmd_migrate_store',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #b7230f3a
 def _parser() -> argparse.ArgumentParser:
@@ -209,15 +210,23 @@ def dashboard_command(settings:Settings, port:int=8866, ip:str='127.0.0.1') -> t
     from stock_nbs.run import daily_notebook
     nb = daily_notebook().with_name('dashboard.ipynb')
     env = {**os.environ, **({'STOCK_NBS_SETTINGS': str(settings.path)} if settings.path else {})}
-    cmd = [str(Path(sys.executable).with_name('voila')), str(nb), '--no-browser', f'--port={port}', f'--Voila.ip={ip}',
+    cmd = [str(Path(sys.executable).with_name('voila')), str(nb), '--no-browser', f'--port={port}', '--Voila.port_retries=0', f'--Voila.ip={ip}',
            '--theme=light', f'--Voila.root_dir={nb.parent}']
     return cmd, env
+
+def _port_free(ip:str, port:int):
+    "Raise `StockNbsError` when `ip:port` cannot be listened on."
+    import socket
+    with socket.socket() as s:
+        try: s.bind((ip, port))
+        except OSError as e: raise StockNbsError(f"cannot serve the dashboard on {ip}:{port} ({e.strerror}); stop what uses it or pass --port N") from None
 
 def cmd_dashboard(a) -> int:
     "`stock-nbs dashboard`: run Voila until interrupted."
     import subprocess
     settings = load_settings(a.settings)
     cmd, env = dashboard_command(settings, a.port, a.ip)
+    _port_free(a.ip, a.port)  # Voila would otherwise move to another port, and the URL printed here would be someone else's
     print(f"dashboard: http://{a.ip}:{a.port}/  (settings {settings.path or 'built-in defaults'}; Ctrl-C stops it)", flush=True)
     return subprocess.call(cmd, env=env)
 
@@ -228,9 +237,16 @@ def cmd_settings(a) -> int:
     for sec, keys in SPEC.items():
         print(f"[{sec}]")
         for k in keys:
-            v = s.values[sec][k]; v = ' '.join(v) if isinstance(v, list) else v
-            print(f"{k} = {v}    ; from {s.origins.get(f'{sec}.{k}')}")
+            print(f"{k} = {ini_text(s.values[sec][k])}    ; from {s.origins.get(f'{sec}.{k}')}")
     return 0
+
+def ini_text(v) -> str:
+    "A setting's value as it is written in settings.ini (reads back to the same value)."
+    if v is None: return ''
+    if isinstance(v, bool): return 'true' if v else 'false'
+    if isinstance(v, dict): return ', '.join(f'{k}={x}' for k, x in v.items())
+    if isinstance(v, (list, tuple)): return ' '.join(map(str, v))
+    return str(v)
 
 # %% ../nbs/10_cli.ipynb #02dd7406
 def cmd_maintain(a) -> int:
@@ -255,12 +271,26 @@ def cmd_migrate_store(a) -> int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #184f854d
+class _Scrubbed(io.TextIOBase):
+    "A console stream whose text passes through `scrub` with the secrets of the command's settings."
+    def __init__(self, stream, a):
+        self.stream = stream
+        try: self.secrets = load_secrets(find_settings(getattr(a, 'settings', None)))
+        except StockNbsError: self.secrets = load_secrets()  # a bad --settings is reported by the command itself
+    def write(self, text:str) -> int: return self.stream.write(scrub(text, self.secrets))
+    def flush(self): self.stream.flush()
+    def isatty(self) -> bool: return self.stream.isatty()
+    def fileno(self) -> int: return self.stream.fileno()
+    @property
+    def encoding(self) -> str: return self.stream.encoding
+
 def main(argv=None) -> int:
     "Entry point of `stock-nbs`; errors caused by input print one clear message and exit 2."
     a = _parser().parse_args(argv)
     commands = {'run': cmd_run, 'status': cmd_status, 'ingest': cmd_ingest, 'transform': cmd_transform, 'baseline': cmd_baseline,
                 'drift-eval': cmd_drift_eval, 'sync': cmd_sync, 'db': cmd_db, 'dashboard': cmd_dashboard, 'settings': cmd_settings,
                 'maintain': cmd_maintain, 'migrate-store': cmd_migrate_store}
+    sys.stdout, sys.stderr = _Scrubbed(sys.stdout, a), _Scrubbed(sys.stderr, a)  # nothing the command prints can show a secret
     try: return commands[a.command](a)
     except StockNbsError as e: print(f"error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt: print("interrupted", file=sys.stderr); return 130

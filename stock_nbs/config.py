@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_config.ipynb #d853e3c6
 from __future__ import annotations
-import configparser, os, re, warnings, datetime as dt
+import configparser, html, json, logging, os, re, warnings, datetime as dt
+from urllib.parse import quote, unquote
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -12,9 +13,10 @@ from dotenv import dotenv_values
 
 # %% auto #0
 __all__ = ['INDIA', 'US', 'BAR_FIELDS', 'INTERVALS', 'SOURCE_KINDS', 'FAULTS', 'DEFAULT_TICKERS', 'SPEC', 'SETTINGS_ENV',
-           'ENV_PREFIX', 'RETIRED', 'SECRET_NAMES', 'StockNbsError', 'ConfigError', 'Market', 'market_of', 'symbol_of',
-           'is_fx', 'normalize_column', 'Key', 'Section', 'Settings', 'find_settings', 'env_name', 'load_settings',
-           'Secrets', 'load_secrets']
+           'ENV_PREFIX', 'RETIRED', 'SECRET_NAMES', 'MASKED_NAMES', 'MIN_MASKED', 'MASK', 'StockNbsError',
+           'ConfigError', 'Market', 'market_of', 'symbol_of', 'is_fx', 'normalize_column', 'Key', 'Section', 'Settings',
+           'find_settings', 'env_name', 'load_settings', 'Secrets', 'load_secrets', 'dsn_passwords', 'scrub',
+           'ScrubbingFormatter']
 
 # %% ../nbs/00_config.ipynb #01eb2796
 class StockNbsError(Exception):
@@ -425,7 +427,7 @@ def load_settings(path=None, overrides:dict|None=None, env=None) -> Settings:
     return Settings(values, path, origins)
 
 # %% ../nbs/00_config.ipynb #4710fbc9
-SECRET_NAMES = ('DATABASE_URL', 'SUPABASE_URL', 'SUPABASE_KEY')
+SECRET_NAMES = ('DATABASE_URL', 'SUPABASE_URL', 'SUPABASE_KEY', 'PGPASSWORD')
 
 class Secrets:
     "Secret values by name; repr and str show only which ones are set."
@@ -434,10 +436,47 @@ class Secrets:
     def __contains__(self, name): return name in self._values
     def __repr__(self): return f"Secrets(set: {', '.join(sorted(self._values)) or 'none'})"
     __str__ = __repr__
+    def texts(self) -> list[str]:
+        "Every text that must never be printed: the masked values, their passwords in each spelling, as JSON and HTML escape them; longest first."
+        raw = {v for k, v in self._values.items() if k in MASKED_NAMES}
+        raw |= {f for k, v in self._values.items() if k == 'DATABASE_URL' for f in dsn_passwords(v)}
+        out = {e for s in raw if len(s) >= MIN_MASKED for e in (s, json.dumps(s)[1:-1], html.escape(s), quote(s, safe=''))}
+        return sorted(out, key=len, reverse=True)
 
-def load_secrets(settings:Settings|None=None, env=None) -> Secrets:
-    "Secrets from the environment, then `.env` beside the settings file or in the working directory."
+def load_secrets(settings:Settings|Path|None=None, env=None) -> Secrets:
+    "Secrets from the environment, then `.env` beside the settings file (given as settings or its path) or in the working directory."
     env = os.environ if env is None else env
-    folder = settings.path.parent if settings is not None and settings.path else Path.cwd()
+    path = settings if isinstance(settings, Path) else getattr(settings, 'path', None)
+    folder = path.parent if path else Path.cwd()
     dotenv = {k: v for f in (Path.cwd()/'.env', folder/'.env') if f.is_file() for k, v in dotenv_values(f).items()}
     return Secrets({n: env.get(n) or dotenv.get(n) for n in SECRET_NAMES})
+
+# %% ../nbs/00_config.ipynb #99eee099
+MASKED_NAMES, MIN_MASKED, MASK = ('DATABASE_URL', 'SUPABASE_KEY', 'PGPASSWORD'), 4, '***'
+_AS_PASSWORD = [  # where a password stands in a connection string, whether or not we know it
+    (re.compile(r"(://[^:/@\s]*:)([^@\s]+)(@)"), r"\1***\3"),
+    (re.compile(r"([?&]password=)([^&\s'\"]+)", re.I), r"\1***"),
+    (re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\",;&]+)", re.I), r"\1***")]
+
+def dsn_passwords(dsn:str) -> set[str]:
+    "A connection string's password in every spelling it may be printed in: as written (URL-encoded, quoted), as the driver reads it."
+    found = set()
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+        found.add(conninfo_to_dict(dsn).get('password') or '')
+    except Exception: pass  # malformed: the patterns below still find what stands where a password goes
+    for m in re.finditer(r"://[^:/@\s]*:([^@]+)@|[?&]password=([^&\s]+)|\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|.*?)(?=\s+\w+\s*=|$)", dsn, re.I):
+        w = next((g for g in m.groups() if g), '')
+        found |= {w, unquote(w), w.strip("'")}
+    return {f for f in found if f}
+
+def scrub(text:str, secrets:Secrets|None=None) -> str:
+    "`text` with every secret of `secrets` (default: those of the environment and `.env`) and every password in a connection string masked."
+    for s in (secrets if secrets is not None else load_secrets()).texts(): text = text.replace(s, MASK)
+    for pattern, mask in _AS_PASSWORD: text = pattern.sub(mask, text)
+    return text
+
+class ScrubbingFormatter(logging.Formatter):
+    "A log formatter whose lines (message and traceback) pass through `scrub`."
+    def __init__(self, secrets:Secrets, fmt:str='%(asctime)s %(levelname)s %(name)s: %(message)s'): super().__init__(fmt); self.secrets = secrets
+    def format(self, record) -> str: return scrub(super().format(record), self.secrets)

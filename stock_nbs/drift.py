@@ -5,6 +5,7 @@
 # %% ../nbs/07_drift.ipynb #0bfb6309
 from __future__ import annotations
 import json, logging, shlex, subprocess, datetime as dt, html as _html
+from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, pandas as pd, polars as pl, pyarrow as pa, pyarrow.parquet as pq
 from scipy import stats
@@ -249,8 +250,14 @@ def evaluate(drift_settings, features_settings, runs:int=200, n_tickers:int=60, 
                        tests_per_run=tests_total[name], features=list(configs[name]['features'])) for name in configs} | dict(runs=runs, tickers=n_tickers)
 
 # %% ../nbs/07_drift.ipynb #b1521606
-def create_baseline(settings:Settings, interval:str='1d', end=None, sessions:int|None=None, tickers=None) -> tuple[Path, dict]:
-    "Freeze the baseline window of every ticker's monitored features into `baseline_features.parquet`; its path and metadata."
+def create_baseline(settings:Settings, interval:str='1d', end=None, sessions:int|None=None, tickers=None, lock:bool=True) -> tuple[Path, dict]:
+    "Freeze the baseline window of every ticker's monitored features into `baseline_features.parquet` (holding the data root's lock unless `lock=False`); its path and metadata."
+    from stock_nbs.store import Store
+    with (Store(settings.data_dir).lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):
+        return _create_baseline(settings, interval, end, sessions, tickers)
+
+def _create_baseline(settings:Settings, interval:str, end, sessions:int|None, tickers) -> tuple[Path, dict]:
+    "`create_baseline`'s work, with the lock held."
     from stock_nbs.store import Store, to_pandas
     d, st = settings.drift, Store(settings.data_dir)
     gold = st.read('gold', interval, pl.col('ticker').is_in(list(tickers or settings.universe.tickers)))

@@ -11,19 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, polars as pl, pyarrow as pa
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
-from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers
+from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers, scrub, ScrubbingFormatter
 from .ingest import ingest, check_run_date
-from .store import Store, StoreError, changes, export_parquet, maintain, atomic_write
+from .store import Store, StoreError, TableUnreadable, changes, export_parquet, maintain, atomic_write, damaged_files
 from .clean import clean_panel, fx_series, Cleaned, with_local_day
 from .features import gold_panel, STATE_COLUMNS
 from .quality import bucket_facts, combine_facts, output_gate
 from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
 
 # %% auto #0
-__all__ = ['log', 'WATERMARK_KEY', 'RULES_KEY', 'BUCKET', 'NOISE', 'SILVER_KEY', 'REJECT_KEY', 'TransformResult', 'Plan',
-           'rules_fingerprint', 'plan_pass', 'silver_context_days', 'gold_context_days', 'silver_bucket', 'gold_bucket',
-           'fx_silver', 'transform', 'setup_logging', 'drift_stage', 'failure_share_problem', 'RunFailed', 'new_run_id',
-           'code_version', 'DailyRun', 'prune_runs', 'start_run']
+__all__ = ['log', 'WATERMARK_KEY', 'RULES_KEY', 'BUCKET', 'NOISE', 'SILVER_KEY', 'REJECT_KEY', 'DERIVED', 'TransformResult',
+           'Plan', 'rules_fingerprint', 'plan_pass', 'silver_context_days', 'gold_context_days', 'silver_bucket',
+           'gold_bucket', 'fx_silver', 'transform', 'setup_logging', 'drift_stage', 'failure_share_problem',
+           'RunFailed', 'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #315a15fa
 log = logging.getLogger('stock_nbs.pipeline')
@@ -333,32 +333,50 @@ def _summary(rep, tickers:pd.DataFrame, plan:Plan) -> dict:
                 source_gaps=[pd.Timestamp(d).strftime('%Y-%m-%d') for d in rep.source_gaps], gap_steps=gs.to_dict('records'), totals=dict(sorted(totals.items())),
                 **{'pass': 'full' if plan.full else dict(recomputed=len(plan.since), watermark=plan.watermark)})
 
+DERIVED = ('silver', 'gold', 'rejects')  # tables a pass rebuilds from bronze
+
 def transform(settings:Settings, tickers=None, interval:str|None=None, progress:bool|None=None, today=None, lock:bool=True, full:bool=False, run_id:str|None=None) -> TransformResult:
     "Silver, gold, rejects, the quality report and the output gate for `tickers` (default the universe); a daily pass recomputes only what new bronze rows touch unless `full`."
     order = list(dict.fromkeys(tickers or settings.universe.tickers))
-    interval, store, timings = interval or settings.source.interval, Store(settings.data_dir), {}
+    interval, store = interval or settings.source.interval, Store(settings.data_dir)
     with (store.lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):
-        t0 = time.perf_counter()
-        plan, fx = plan_pass(store, settings, interval, order, full), fx_silver(store, settings)
-        timings['plan'] = time.perf_counter() - t0; t0 = time.perf_counter()
-        tally = _Tally()
-        bar = tqdm(total=len(plan.since), desc=f'transform {interval}', unit='ticker', disable=None if progress is None else not progress)
-        with bar: starts = _write_silver(store, settings, interval, plan, fx, tally, bar, run_id)
-        timings['silver'] = time.perf_counter() - t0; t0 = time.perf_counter()
-        _write_gold(store, settings, interval, plan, starts, run_id)
-        timings['gold'] = time.perf_counter() - t0; t0 = time.perf_counter()
-        ok = [t for t in order if t not in tally.errors]
-        rep = _pass_quality(store, settings, interval, ok, today, run_id)
-        timings['quality'] = time.perf_counter() - t0; t0 = time.perf_counter()
-        gold = store.scan('gold', interval)
-        gate = output_gate(gold, settings.quality['min_rows'], today) if gold is not None else ['no ticker produced gold rows']
-        timings['gate'] = time.perf_counter() - t0
-        marks = {WATERMARK_KEY: plan.watermark, RULES_KEY: rules_fingerprint(settings)}
-        if plan.complete and plan.watermark and store.exists('gold', interval) and any(_watermark(store, interval, k) != v for k, v in marks.items()):
-            store.table('gold', interval).alter.set_table_properties(marks, raise_if_not_exists=False)
-        rows = _ticker_rows(store, interval, order, tally)
-        for r in rows[rows.status == 'failed'].itertuples(): log.warning("%s: transform failed: %s", r.ticker, r.error)
-        summary = _summary(rep, rows, plan) | {'gate': gate}
+        try: return _transform(store, settings, order, interval, progress, today, full, run_id)
+        except TableUnreadable as e:  # derived tables are rebuilt from bronze rather than left damaged
+            if full or e.layer not in DERIVED: raise
+            log.warning("%s; doing that now: silver and gold %s of every ticker rebuilt from bronze instead of a daily pass", e, interval)
+            return _transform(store, settings, list(dict.fromkeys(order + store.tickers('bronze', interval))), interval, progress, today, True, run_id)
+
+def _check_derived(store:Store, interval:str):
+    "Raise `TableUnreadable` naming the damaged files of silver, gold or rejects (their footers are read: cheap, every daily pass)."
+    for layer in DERIVED:
+        bad = damaged_files(store.path(layer, interval)) if store.exists(layer, interval) else []
+        if bad: raise TableUnreadable(f"table {store.path(layer, interval)} has damaged files: {'; '.join(bad[:3])}", layer)
+
+def _transform(store:Store, settings:Settings, order:list, interval:str, progress, today, full:bool, run_id) -> TransformResult:
+    "One pass with the lock held: a daily pass unless `full`."
+    timings = {}
+    if not full: _check_derived(store, interval)
+    t0 = time.perf_counter()
+    plan, fx = plan_pass(store, settings, interval, order, full), fx_silver(store, settings)
+    timings['plan'] = time.perf_counter() - t0; t0 = time.perf_counter()
+    tally = _Tally()
+    bar = tqdm(total=len(plan.since), desc=f'transform {interval}', unit='ticker', disable=None if progress is None else not progress)
+    with bar: starts = _write_silver(store, settings, interval, plan, fx, tally, bar, run_id)
+    timings['silver'] = time.perf_counter() - t0; t0 = time.perf_counter()
+    _write_gold(store, settings, interval, plan, starts, run_id)
+    timings['gold'] = time.perf_counter() - t0; t0 = time.perf_counter()
+    ok = [t for t in order if t not in tally.errors]
+    rep = _pass_quality(store, settings, interval, ok, today, run_id)
+    timings['quality'] = time.perf_counter() - t0; t0 = time.perf_counter()
+    gold = store.scan('gold', interval)
+    gate = output_gate(gold, settings.quality['min_rows'], today) if gold is not None else ['no ticker produced gold rows']
+    timings['gate'] = time.perf_counter() - t0
+    marks = {WATERMARK_KEY: plan.watermark, RULES_KEY: rules_fingerprint(settings)}
+    if plan.complete and plan.watermark and store.exists('gold', interval) and any(_watermark(store, interval, k) != v for k, v in marks.items()):
+        store.table('gold', interval).alter.set_table_properties(marks, raise_if_not_exists=False)
+    rows = _ticker_rows(store, interval, order, tally)
+    for r in rows[rows.status == 'failed'].itertuples(): log.warning("%s: transform failed: %s", r.ticker, r.error)
+    summary = _summary(rep, rows, plan) | {'gate': gate}
     return TransformResult(rows, rep.tickers, summary, gate, store.path('gold', interval), {k: round(v, 3) for k, v in timings.items()}, store.versions(interval))
 
 # %% ../nbs/09_pipeline.ipynb #90ebbdf3
@@ -372,7 +390,7 @@ def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     fh = RotatingFileHandler(path, maxBytes=5_000_000, backupCount=5)
     fh.setLevel(settings.run.log_level)
     ch = logging.StreamHandler(sys.stderr); ch.setLevel(logging.INFO if verbose else logging.WARNING)
-    for h in (fh, ch): h.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s')); root.addHandler(h)
+    for h in (fh, ch): h.setFormatter(ScrubbingFormatter(load_secrets(settings))); root.addHandler(h)  # no secret reaches a log line
     root.setLevel(logging.DEBUG); root.propagate = False
     return path
 
@@ -476,7 +494,7 @@ def _open(self:DailyRun) -> DailyRun:
     setup_logging(self.settings)
     self.folder.mkdir(parents=True, exist_ok=True)
     fh = logging.FileHandler(self.folder/'run.log')
-    fh.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s')); fh.setLevel(logging.INFO)
+    fh.setFormatter(ScrubbingFormatter(load_secrets(self.settings))); fh.setLevel(logging.INFO)
     root = logging.getLogger('stock_nbs'); root.addHandler(fh); root.setLevel(min(root.level or logging.INFO, logging.INFO))
     self._stack.callback(lambda: (root.removeHandler(fh), fh.close()))
     self._stack.enter_context(store.lock(self.settings.storage.lock_timeout_seconds))
@@ -517,7 +535,7 @@ def _run_sync(self:DailyRun) -> dict:
     if not self.sync_requested: return self.sync_summary
     from stock_nbs.sync import sync
     try:
-        rep = self._timed('sync', sync, self.settings, load_secrets(self.settings), self.interval)
+        rep = self._timed('sync', sync, self.settings, load_secrets(self.settings), self.interval, lock=False)  # the run holds the lock
         self.sync_summary = dict(status='ok', **rep.summary())
     except Exception as e:  # the run reports it and fails; the next sync sends what this one did not
         log.error("sync failed: %s", e)
@@ -588,7 +606,8 @@ def _record(self:DailyRun, m:dict):
 def _finish(self:DailyRun) -> dict:
     "Write `manifest.json`, record the run in the `runs` table, release the lock and the run log, prune old runs; the manifest."
     m = self.manifest()
-    atomic_write(self.folder/'manifest.json', lambda tmp: tmp.write_text(json.dumps(m, indent=1, default=str)))
+    text = scrub(json.dumps(m, indent=1, default=str), load_secrets(self.settings))  # error texts may quote a driver's message
+    atomic_write(self.folder/'manifest.json', lambda tmp: tmp.write_text(text))
     try: self.record(m)
     except StockNbsError as e: log.error("run not recorded in the runs table: %s", e)
     log.info("run %s finished: %s in %.1f s", self.run_id, m['status'], m['duration_s'])

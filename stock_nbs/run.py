@@ -4,16 +4,19 @@
 
 # %% ../nbs/11_run.ipynb #e6bd5a99
 from __future__ import annotations
-import json, datetime as dt
+import json, os, sys, threading, datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
-from .config import Settings, StockNbsError
+from jupyter_client import AsyncKernelManager
+from .config import Settings, StockNbsError, Secrets, load_secrets, scrub
+from .ingest import check_run_date
 from .pipeline import new_run_id
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['daily_notebook', 'RunOutcome', 'render_report', 'execute_run', 'run_history']
+__all__ = ['SCRUBBED', 'daily_notebook', 'RunOutcome', 'render_report', 'KernelDiesWithRun', 'ScrubbedNotebooks',
+           'failed_manifest', 'execute_run', 'run_history']
 
 # %% ../nbs/11_run.ipynb #d08137b2
 def daily_notebook() -> Path:
@@ -34,6 +37,8 @@ class RunOutcome:
     error: str|None = None
     @property
     def ok(self) -> bool: return self.error is None and self.manifest is not None and self.manifest['status'] != 'failed'
+    @property
+    def manifest_path(self) -> Path: return self.notebook.parent/'manifest.json'
     def summary(self) -> str:
         "What to print after a run."
         m = self.manifest or {}
@@ -41,7 +46,8 @@ class RunOutcome:
                 f"{m['duration_s']:.1f} s" if m else f"run {self.run_id}: FAILED before writing its manifest")
         lines = [head] + [f"  reason: {r}" for r in m.get('reasons', [])] + ([f"  error: {self.error}"] if self.error else [])
         lines += [f"  FAILED {t['ticker']}: {t.get('ingest_error') or t.get('transform_error')}" for t in m.get('per_ticker', []) if t['status'] == 'failed'][:20]
-        lines += [f"executed notebook: {self.notebook}", f"report: {self.report}", f"manifest: {self.notebook.parent/'manifest.json'}"]
+        lines += [f"executed notebook: {self.notebook if self.notebook.exists() else 'none (the kernel never ran it)'}",
+                  f"report: {self.report or 'none'}", f"manifest: {self.manifest_path if self.manifest_path.exists() else 'none written'}"]
         a = m.get('artifacts', {})
         if a.get('gold_table'): lines += [f"data: {m['settings']['storage']['data_dir']} (gold table: {a['gold_table']}; one-file export: {a.get('dataset') or 'off'})"]
         return '\n'.join(lines)
@@ -53,30 +59,78 @@ def render_report(notebook:Path, out:Path) -> Path:
     import nbformat
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, exclude_raw=True)
     html, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    return atomic_write(out, lambda tmp: tmp.write_text(html))
+    return atomic_write(out, lambda tmp: tmp.write_text(scrub(html)))
 
 def _error_line(e:Exception) -> str:
     "The last line of a papermill execution error (the exception the cell raised)."
     name, value = getattr(e, 'ename', type(e).__name__), getattr(e, 'evalue', str(e))
     return f"{name}: {value}"
 
+# %% ../nbs/11_run.ipynb #a69eb3c8
+_GUARD = ("import ctypes, os, signal, sys\n"
+          "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"  # 1 = PR_SET_PDEATHSIG: die with the parent
+          "if os.getppid() != int(sys.argv[1]): sys.exit('the run that started this kernel is gone')\n"
+          "os.execv(sys.argv[2], sys.argv[2:])")
+
+class KernelDiesWithRun(AsyncKernelManager):
+    "A kernel manager whose kernels are killed by Linux when the process that started them dies."
+    async def _async_launch_kernel(self, kernel_cmd:list, **kw):
+        if sys.platform.startswith('linux') and threading.current_thread() is threading.main_thread():
+            kernel_cmd = [sys.executable, '-c', _GUARD, str(os.getpid()), *kernel_cmd]
+        return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+class ScrubbedNotebooks:
+    "papermill I/O for executed notebooks: each save passes through `scrub` and replaces the file atomically."
+    scheme = 'stock-nbs-scrubbed://'
+    def __init__(self): self.secrets = Secrets({})
+    def target(self, path:Path, secrets:Secrets) -> str:
+        "The output path to give papermill for `path`, masking `secrets`."
+        self.secrets = secrets
+        return self.scheme + str(Path(path).resolve())
+    def _path(self, path:str) -> Path: return Path(path[len(self.scheme):])
+    def read(self, path:str) -> str: return self._path(path).read_text()
+    def write(self, buf:str, path:str): atomic_write(self._path(path), lambda tmp: tmp.write_text(scrub(buf, self.secrets)))
+    def listdir(self, path:str) -> list: return [self.scheme + str(p) for p in self._path(path).iterdir()]
+    def pretty_path(self, path:str) -> str: return str(self._path(path))
+
+def _register_scrubbed() -> ScrubbedNotebooks:
+    "The one scrubbing handler, registered with papermill's I/O."
+    from papermill.iorw import papermill_io
+    h = ScrubbedNotebooks(); papermill_io.register(ScrubbedNotebooks.scheme, h)
+    return h
+
+SCRUBBED = _register_scrubbed()
+
+# %% ../nbs/11_run.ipynb #c5cb53d0
+def failed_manifest(folder:Path, params:dict, started:dt.datetime, error:str|None) -> dict:
+    "Write and return the manifest of a run that ended before writing its own."
+    now, n = dt.datetime.now(dt.timezone.utc), len(params.get('tickers') or [])
+    m = dict(run_id=params['run_id'], status='failed', reasons=[error or 'the notebook ended without writing a manifest'],
+             started_at=started.isoformat(timespec='seconds'), finished_at=now.isoformat(timespec='seconds'),
+             duration_s=round((now - started).total_seconds(), 3), parameters={k: v for k, v in params.items() if k != 'run_id'},
+             timings={}, tickers=dict(total=n, ok=0, failed=n), per_ticker=[])
+    atomic_write(folder/'manifest.json', lambda tmp: tmp.write_text(json.dumps(m, indent=1, default=str)))
+    return m
+
 # %% ../nbs/11_run.ipynb #cb0bef46
 def execute_run(settings:Settings, run_date=None, tickers=None, source=None, interval=None, sync:bool=False) -> RunOutcome:
     "Execute the daily-run notebook for these parameters; render its report; the outcome."
     import papermill as pm
     from traitlets.config import Config
-    interval = interval or settings.source.interval
-    run_date = run_date or dt.date.today()
-    run_id = new_run_id(run_date, interval)
+    interval, secrets = interval or settings.source.interval, load_secrets(settings)
+    run_date = check_run_date(run_date or dt.date.today()).date()  # refused here, before a kernel starts
+    run_id, started = new_run_id(run_date, interval), dt.datetime.now(dt.timezone.utc)
     folder = Path(settings.run.runs_dir)/run_id; folder.mkdir(parents=True, exist_ok=True)
     out, error = folder/'daily_run.ipynb', None
     params = dict(run_date=str(run_date), tickers=tickers, source=source, interval=interval, sync=bool(sync),
                   settings_path=str(settings.path) if settings.path else None, run_id=run_id)
     config = Config(); config.KernelManager.transport = 'ipc'  # local sockets: no kernel traffic on TCP (and no warning about it in cron mail)
-    try: pm.execute_notebook(daily_notebook(), out, parameters=params, kernel_name='python3', progress_bar=False, cwd=str(folder), config=config)
-    except pm.PapermillExecutionError as e: error = _error_line(e)
+    try: pm.execute_notebook(daily_notebook(), SCRUBBED.target(out, secrets), parameters=params, kernel_name='python3', progress_bar=False,
+                             cwd=str(folder), config=config, kernel_manager_class=KernelDiesWithRun)
+    except pm.PapermillExecutionError as e: error = scrub(_error_line(e), secrets)
+    except Exception as e: error = scrub(f"the notebook could not run: {type(e).__name__}: {e}", secrets)  # the kernel died or would not start
     report = render_report(out, Path(settings.run.reports_dir)/f'{run_id}.html') if out.exists() else None
-    manifest = json.loads((folder/'manifest.json').read_text()) if (folder/'manifest.json').exists() else None
+    manifest = json.loads((folder/'manifest.json').read_text()) if (folder/'manifest.json').exists() else failed_manifest(folder, params, started, error)
     return RunOutcome(run_id, out, report, manifest, error)
 
 # %% ../nbs/11_run.ipynb #59921735

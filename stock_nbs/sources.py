@@ -225,11 +225,13 @@ def _examples(values, n:int=3) -> str:
 
 def _read_raw_csv(path:Path) -> pd.DataFrame:
     "Read a CSV as text columns, skipping yfinance's Ticker/Date header rows when present."
-    with open(path, newline='') as f: head = [f.readline() for _ in range(3)]
-    three_rows = head[0].startswith('Price,') and head[1].startswith('Ticker,')
-    try: df = pd.read_csv(path, dtype=str, skiprows=[1, 2] if three_rows else None, keep_default_na=False)
+    try:
+        with open(path, newline='') as f: head = [f.readline() for _ in range(3)]
+        three_rows = head[0].startswith('Price,') and head[1].startswith('Ticker,')
+        df = pd.read_csv(path, dtype=str, skiprows=[1, 2] if three_rows else None, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
         raise SourceError(f"{path}: not a readable CSV file ({str(e).strip()})") from None
+    if df.empty: raise SourceError(f"{path}: a header but no rows (an empty export?); download it again or remove the file")
     if three_rows: df = df.rename(columns={'Price': 'Date'})
     return df
 
@@ -297,7 +299,8 @@ class CsvSource:
         "The files of `ticker`, by the file-name pattern."
         name = self.pattern.format(ticker=glob.escape(ticker), symbol=glob.escape(symbol_of(ticker)))
         found = sorted(self.folder.glob(name))
-        if not found: raise SourceError(f"{ticker}: no file {self.folder/name} (pattern [source] csv_pattern = {self.pattern})")
+        if not found: raise SourceError(f"{ticker}: no file {self.folder/name} (pattern [source] csv_pattern = {self.pattern}); "
+                                        "without a file for it, leave it out of [universe] tickers (or pass --tickers)")
         return found
 
     def read(self, ticker:str, interval:str='1d') -> pd.DataFrame:

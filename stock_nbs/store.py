@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_store.ipynb #51f46ae7
 from __future__ import annotations
-import json, logging, os, socket, sys, uuid, datetime as dt
+import json, logging, os, shutil, socket, sys, uuid, datetime as dt
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +12,14 @@ import numpy as np, pandas as pd, polars as pl, pyarrow as pa
 from deltalake import DeltaTable, write_deltalake, CommitProperties, WriterProperties, ColumnProperties
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from filelock import FileLock, Timeout
-from .config import StockNbsError, Settings, load_settings
+from .config import StockNbsError, Settings, load_settings, find_settings, _is_pipeline_settings, INTERVALS
 
 # %% auto #0
 __all__ = ['log', 'LOCK_NAME', 'LAYERS', 'PARTITIONED', 'ROW_GROUP', 'OLDEST_KEY', 'INTERNAL', 'EXPORT_NAME', 'OLD_META',
-           'OLD_PARTS', 'StoreError', 'Store', 'with_year', 'Changes', 'changes', 'atomic_write', 'run_versions',
-           'resolve_as_of', 'scan_features', 'to_pandas', 'load_features', 'export_path', 'export_parquet',
-           'Maintained', 'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
+           'OLD_PARTS', 'StoreError', 'TableUnreadable', 'Store', 'damaged_files', 'with_year', 'Changes', 'changes',
+           'atomic_write', 'Recovered', 'run_versions', 'resolve_as_of', 'scan_features', 'to_pandas', 'load_features',
+           'checkout_settings', 'export_path', 'export_parquet', 'Maintained', 'pinned_versions', 'maintain',
+           'old_bronze', 'migrate_store']
 
 # %% ../nbs/02_store.ipynb #a232d1b1
 os.environ.setdefault('TOKIO_WORKER_THREADS', str(max(len(os.sched_getaffinity(0)), 2)))  # (the CPUs this process may use, as the runtime counts them)
@@ -27,6 +28,10 @@ LOCK_NAME = '.stock_nbs.lock'
 
 class StoreError(StockNbsError):
     "The data root cannot be used: not writable, a table unreadable, or another run holds it."
+
+class TableUnreadable(StoreError):
+    "A table's log or files are damaged."
+    def __init__(self, message:str, layer:str): super().__init__(message); self.layer = layer
 
 # %% ../nbs/02_store.ipynb #7fd52e59
 LAYERS = ('bronze', 'silver', 'gold', 'rejects', 'quality', 'drift_tests', 'drift_alerts')
@@ -51,16 +56,34 @@ class Store:
 def _check_layout(self:Store, layer:str, interval:str|None):
     "Refuse a folder of the old per-ticker layout with the command that converts it."
     p = self.path(layer, interval)
-    if p.is_dir() and not (p/'_delta_log').is_dir() and any(p.glob('*.parquet')):
+    if p.is_dir() and not (p/'_delta_log').is_dir() and any(f for f in p.glob('*.parquet') if not f.name.startswith('part-')):  # (part-*: a first write killed)
         raise StoreError(f"{p} holds the old per-ticker Parquet layout; convert the data root once with `stock-nbs migrate-store`")
 Store.check_layout = _check_layout
 
 # %% ../nbs/02_store.ipynb #2a61c4d2
+def _first_line(e:Exception) -> str: return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+def damaged_files(path:Path, deep:bool=False) -> list[str]:
+    "Files of the Delta table at `path` that are missing or whose Parquet footer (`deep`: every page) cannot be read, each with why."
+    import pyarrow.parquet as pq
+    try: uris = DeltaTable(str(path)).file_uris()
+    except Exception as e: return [f"{Path(path)/'_delta_log'} ({_first_line(e)})"]
+    out = []
+    for u in uris:
+        f = Path(u.removeprefix('file://'))
+        try:
+            pf = pq.ParquetFile(f)
+            for i in range(pf.num_row_groups if deep else 0): pf.read_row_group(i)
+        except Exception as e: out.append(f"{f} ({_first_line(e)})")
+    return out
+
 def _unreadable(path, e:Exception) -> StoreError:
-    "The error for a table that cannot be read, with what to do."
+    "The error for a table that cannot be read, naming its damaged files, with what to do."
     fix = ("restore a readable version with deltalake's `DeltaTable(path).restore(version)`, then re-run" if Path(path).parent.name == 'bronze'
            else "rebuild it from bronze with `stock-nbs transform --full`")
-    return StoreError(f"table {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:300]}); {fix}")
+    bad = damaged_files(path) or damaged_files(path, deep=True)  # (the error path only: reading every page costs a full scan)
+    what = f"damaged: {'; '.join(bad[:3])}{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}" if bad else _first_line(e)
+    return TableUnreadable(f"table {path} is unreadable ({what}); {fix}", Path(path).parent.name)
 
 def _table(self:Store, layer:str, interval:str|None='1d', version=None) -> DeltaTable|None:
     "The `DeltaTable` (at `version`: int or datetime), or None when it does not exist yet."
@@ -240,14 +263,50 @@ def _lock(self:Store, timeout:float=0):
     except Timeout:
         raise StoreError(f"data root {self.root} is in use by {self._holder()}; wait for that run to finish, "
                          f"or set [storage] lock_timeout_seconds to wait for it (waited {timeout:g} s)") from None
+    record = self.root/f'{LOCK_NAME}.json'
     try:
+        if record.exists(): self.recover(self._holder())  # its last holder died holding it: clear what its writes left
         info = dict(pid=os.getpid(), host=socket.gethostname(), since=dt.datetime.now().isoformat(timespec='seconds'), command=' '.join(sys.argv[:3]))
-        (self.root/f'{LOCK_NAME}.json').write_text(json.dumps(info))
+        record.write_text(json.dumps(info))
         log.info("lock on %s acquired by pid %d", self.root, os.getpid())
         yield self
     finally:
+        record.unlink(missing_ok=True)  # (not reached when the holder is killed: the next holder then recovers)
         lock.release(); log.info("lock on %s released by pid %d", self.root, os.getpid())
 Store._holder, Store.lock = _holder, _lock
+
+# %% ../nbs/02_store.ipynb #a1996e75
+@dataclass
+class Recovered:
+    "What `Store.recover` removed."
+    files: int
+    bytes: int
+
+def _stray(self:Store) -> list[Path]:
+    "Files a killed writer left: temporary files of atomic writes, and table files no readable version of their table references."
+    out = list(self.root.rglob('.*.tmp'))
+    for layer, interval in self.tables():
+        p, t = self.path(layer, interval), self.table(layer, interval)
+        if t is None: out += list(p.rglob('part-*.parquet')); continue  # killed before the table's first commit
+        keep = list(range(self.oldest(layer, interval), t.version() + 1))  # (delta-rs' full vacuum decides what no kept version needs)
+        out += [p/f for f in t.vacuum(dry_run=True, retention_hours=0, enforce_retention_duration=False, full=True, keep_versions=keep)]
+    return out
+
+def _recover(self:Store, holder:str='a writer') -> Recovered:
+    "Remove the files a killed writer left (`Store.stray`); call with the lock held."
+    stray = [f for f in self.stray() if f.exists()]
+    size = sum(f.stat().st_size for f in stray)
+    for f in stray: f.unlink()
+    for layer, interval in self.tables():
+        if self.table(layer, interval) is None: shutil.rmtree(self.path(layer, interval))  # an uncommitted table's folder
+    if stray: log.warning("%s ended without releasing the lock on %s; removed %d files it left (%.1f MB)", holder, self.root, len(stray), size / 1e6)
+    return Recovered(len(stray), size)
+
+def _tables(self:Store) -> list[tuple]:
+    "(layer, interval) of every table folder: committed, or holding a killed first write's files (`runs`: interval None)."
+    out = [(l, p.name) for l in LAYERS for p in sorted((self.root/l).glob('*')) if (p/'_delta_log').is_dir() or any(p.rglob('part-*.parquet'))]
+    return out + ([('runs', None)] if (self.root/'runs').is_dir() else [])
+Store.stray, Store.recover, Store.tables = _stray, _recover, _tables
 
 # %% ../nbs/02_store.ipynb #8b8006e3
 OLDEST_KEY = 'stock_nbs.oldest_version'  # table property `maintain` sets: the oldest version still readable
@@ -319,11 +378,28 @@ def _columns(schema, columns) -> list:
     return ['ticker', 'date', *[c for c in columns if c not in ('ticker', 'date')]]
 
 # %% ../nbs/02_store.ipynb #1eb8a11c
+def _no_gold(store:Store, settings:Settings, interval:str) -> StoreError:
+    "The error for a missing gold table: which intervals have one, or which settings were used and how to build it."
+    have = sorted(p.name for p in (store.root/'gold').glob('*') if (p/'_delta_log').is_dir())
+    if have: return StoreError(f"no {interval} gold table in {store.root}; it has {', '.join(have)} (pass interval=...), or run `stock-nbs run --interval {interval}`")
+    return StoreError(f"no gold table at {store.path('gold', interval)} (settings: {settings.path or 'none found, built-in defaults'}); "
+                      "run `stock-nbs run` (or `make demo`) first, or pass settings='path/to/settings.ini'")
+
+def _unknown_tickers(store:Store, interval:str, asked:list, got:pl.DataFrame) -> StoreError|None:
+    "The error naming asked tickers gold does not hold (None when it holds all); checked only when some are missing from the result."
+    absent = [t for t in asked if t not in set(got['ticker'].unique().to_list())] if 'ticker' in got.columns else []
+    held = set(store.tickers('gold', interval)) if absent else set()
+    unknown = [t for t in absent if t not in held]
+    if not unknown: return None
+    hint = ', '.join(f"{t} (did you mean {t.upper()}?)" if t.upper() in held else t for t in unknown)
+    return StoreError(f"unknown ticker(s) {hint}: gold {interval} holds {len(held)} tickers, e.g. {', '.join(sorted(held)[:5])}")
+
 def scan_features(settings:Settings, tickers=None, start=None, end=None, columns=None, interval:str='1d', as_of=None) -> pl.LazyFrame:
     "`load_features` as a polars LazyFrame (filters pushed down, nothing read yet)."
     store = Store(settings.data_dir)
+    if interval not in INTERVALS: raise StoreError(f"interval {interval!r} is not one of {', '.join(INTERVALS)}")
     lf = store.scan('gold', interval, resolve_as_of(store, as_of, 'gold', interval))
-    if lf is None: raise StoreError(f"no gold table at {store.path('gold', interval)}; run `stock-nbs transform` (or `make demo`) first")
+    if lf is None: raise _no_gold(store, settings, interval)
     if isinstance(tickers, str): tickers = [tickers]
     lf = _filters(lf, tickers, start, end, interval)
     return lf.select(_columns(lf.collect_schema(), columns)).sort('ticker', 'date')
@@ -338,7 +414,7 @@ def to_pandas(df:pl.DataFrame) -> pd.DataFrame:
 def load_features(tickers=None, start=None, end=None, columns=None, interval:str='1d', as_of=None, settings:Settings|str|Path|None=None,
                   source:str='local', engine:str='pandas'):
     "Gold features of `tickers` (default all) between `start` and `end` (inclusive), sorted by (ticker, date); `as_of`: a run id, table version or time; `engine='polars'` returns polars; `source='postgres'` reads the synced database."
-    settings = settings if isinstance(settings, Settings) else load_settings(settings)
+    settings = settings if isinstance(settings, Settings) else _reader_settings(settings)
     if source == 'postgres':
         from stock_nbs.config import load_secrets
         from stock_nbs.sync import read_postgres
@@ -349,7 +425,18 @@ def load_features(tickers=None, start=None, end=None, columns=None, interval:str
     if engine not in ('pandas', 'polars'): raise StoreError(f"engine must be 'pandas' or 'polars', not {engine!r}")
     store = Store(settings.data_dir)
     df = store.collect(scan_features(settings, tickers, start, end, columns, interval, as_of), 'gold', interval, as_of)
+    if tickers is not None and (e := _unknown_tickers(store, interval, [tickers] if isinstance(tickers, str) else list(tickers), df)): raise e
     return df if engine == 'polars' else to_pandas(df)
+
+def checkout_settings() -> Path|None:
+    "The settings.ini of the checkout stock_nbs is installed from (an editable install), if it has one."
+    p = Path(__file__).resolve().parents[1]/'settings.ini'
+    return p if _is_pipeline_settings(p) else None
+
+def _reader_settings(path) -> Settings:
+    "Settings for a reader: as the CLI finds them, else the checkout's own (so a notebook in any folder finds the project's data)."
+    found = find_settings(path)
+    return load_settings(found or checkout_settings())
 
 # %% ../nbs/02_store.ipynb #4c541177
 EXPORT_NAME = 'features_dataset.parquet'

@@ -5,24 +5,29 @@
 # %% ../nbs/08_sync.ipynb #b66ece5c
 from __future__ import annotations
 import hashlib, io, json, logging, time, datetime as dt
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, pyarrow as pa, pyarrow.parquet as pq, pyarrow.csv as pacsv
 from tenacity import Retrying, stop_after_attempt, wait_exponential, retry_if_exception_type
-from .config import Settings, StockNbsError, Secrets
+from .config import Settings, StockNbsError, Secrets, scrub
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['log', 'COLUMNS', 'LIMITS', 'CHECKS', 'MIGRATIONS', 'ALERT_COLUMNS', 'ALERT_KEY', 'SyncError', 'redact', 'connect',
-           'migrate', 'db_frame', 'row_hashes', 'target_id', 'load_state', 'save_state', 'pending', 'SyncReport',
-           'sync_target', 'sync', 'alert_rows', 'rest_alerts', 'sync_alerts', 'read_postgres']
+__all__ = ['log', 'COLUMNS', 'LIMITS', 'CHECKS', 'MIGRATIONS', 'BAD_DSN', 'ALERT_COLUMNS', 'ALERT_KEY', 'SyncError',
+           'DatabaseUnreachable', 'redact', 'connect', 'migrate', 'db_frame', 'row_hashes', 'target_id', 'load_state',
+           'save_state', 'pending', 'SyncReport', 'sync_target', 'sync', 'alert_rows', 'rest_alerts', 'sync_alerts',
+           'read_postgres']
 
 # %% ../nbs/08_sync.ipynb #696bf62d
 log = logging.getLogger('stock_nbs.sync')
 
 class SyncError(StockNbsError):
     "Sync cannot run: no credentials, unreachable database, bad schema."
+
+class DatabaseUnreachable(SyncError):
+    "The database did not accept a connection (down, restarting, network): worth retrying."
 
 # %% ../nbs/08_sync.ipynb #e9351b8f
 COLUMNS = {  # column -> (SQL type, decimal places the database keeps; None: exact)
@@ -76,17 +81,36 @@ CREATE TRIGGER update_stock_features_intraday_updated_at BEFORE UPDATE ON stock_
 ]
 
 # %% ../nbs/08_sync.ipynb #d7f1fad8
+BAD_DSN = ("DATABASE_URL is not a connection string PostgreSQL can read; in a URL percent-encode special characters "
+           "(a space is %20, @ is %40), in key=value form quote values with spaces (password='a b')")
+
+def _dsn(url:str) -> dict:
+    "The parts of a connection string in either form the driver accepts (URL or key=value); `SyncError` without echoing it when malformed."
+    from psycopg.conninfo import conninfo_to_dict
+    try: return conninfo_to_dict(url)
+    except Exception: raise SyncError(BAD_DSN) from None  # the driver's message quotes the string, password included
+
 def redact(url:str) -> str:
-    "A connection URL without its password (for messages and logs)."
-    from urllib.parse import urlsplit
-    u = urlsplit(url)
-    return f"{u.scheme}://{u.username + '@' if u.username else ''}{u.hostname}{':' + str(u.port) if u.port else ''}{u.path}"
+    "A connection string as `postgresql://user@host:port/dbname`, without its password, whichever form it was given in."
+    d = _dsn(url)
+    host = d.get('host') or d.get('hostaddr') or 'localhost'
+    return f"postgresql://{d['user'] + '@' if d.get('user') else ''}{host}{':' + d['port'] if d.get('port') else ''}/{d.get('dbname', '')}"
 
 def connect(url:str):
-    "A psycopg connection, or `SyncError` naming the (redacted) target."
+    "A psycopg connection; `DatabaseUnreachable` (retried by sync) or `SyncError` naming the target without its password."
     import psycopg
+    target = redact(url)
     try: return psycopg.connect(url, connect_timeout=10, autocommit=False)
-    except psycopg.Error as e: raise SyncError(f"cannot connect to {redact(url)}: {str(e).strip().splitlines()[0]}") from None
+    except psycopg.OperationalError as e: raise DatabaseUnreachable(f"cannot connect to {target}: {_driver_text(e, url)}") from None
+    except psycopg.Error as e: raise SyncError(f"cannot connect to {target}: {_driver_text(e, url)}") from None
+
+def _driver_text(e:Exception, url:str) -> str:
+    "The first line of a driver error with anything of the connection string's password masked."
+    return scrub(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, Secrets({'DATABASE_URL': url}))
+
+def _migrate_url(url:str) -> list[str]:
+    "Apply pending migrations over a connection of its own."
+    with connect(url) as conn: return migrate(conn)
 
 def migrate(conn) -> list[str]:
     "Apply the migrations not yet recorded (serialised by an advisory lock); the names applied."
@@ -225,8 +249,14 @@ def sync_target(settings:Settings, secrets:Secrets) -> tuple[str, str]:
     need = {'auto': 'DATABASE_URL (or SUPABASE_URL and SUPABASE_KEY)', 'postgres': 'DATABASE_URL', 'rest': 'SUPABASE_URL and SUPABASE_KEY'}[t]
     raise SyncError(f"nothing to sync to: set {need} in the environment or .env ([sync] target = {t})")
 
-def sync(settings:Settings, secrets:Secrets, interval:str='1d', dry_run:bool=False, full:bool=False, tickers=None) -> SyncReport:
-    "Send the gold table's new or changed rows (and the drift alerts) to PostgreSQL or Supabase."
+def sync(settings:Settings, secrets:Secrets, interval:str='1d', dry_run:bool=False, full:bool=False, tickers=None, lock:bool=True) -> SyncReport:
+    "Send the gold table's new or changed rows (and the drift alerts) to PostgreSQL or Supabase, holding the data root's lock unless `lock=False`."
+    from stock_nbs.store import Store
+    with (Store(settings.data_dir).lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):
+        return _sync(settings, secrets, interval, dry_run, full, tickers)
+
+def _sync(settings:Settings, secrets:Secrets, interval:str, dry_run:bool, full:bool, tickers) -> SyncReport:
+    "`sync`'s work, with the lock held."
     import polars as pl
     from stock_nbs.store import Store, to_pandas
     kind, url = sync_target(settings, secrets)
@@ -247,9 +277,10 @@ def sync(settings:Settings, secrets:Secrets, interval:str='1d', dry_run:bool=Fal
     if dry_run: rep.sent = len(todo); return rep
     t0 = time.perf_counter()
     if kind == 'postgres':
-        with connect(url) as conn: rep.migrations = migrate(conn)
         import psycopg
-        send, errors = (lambda b: _send_batch(url, table, key, b)), psycopg.OperationalError
+        errors = (psycopg.OperationalError, DatabaseUnreachable)  # a lost connection, or a database restarting: retried with backoff
+        rep.migrations = _retrying(settings, errors)(_migrate_url, url)
+        send = lambda b: _send_batch(url, table, key, b)
         size, lanes = settings.sync['copy_batch_rows'], settings.sync['connections']
     else:
         from supabase import create_client

@@ -60,4 +60,12 @@ def test_settings_command_shows_values_and_origins(ini):
     p = run_cli('settings', '--settings', ini, env={'STOCK_NBS__SOURCE__OVERLAP_SESSIONS': '9'}, check=0)
     assert f'kind = synthetic    ; from {ini}' in p.stdout
     assert 'overlap_sessions = 9    ; from STOCK_NBS__SOURCE__OVERLAP_SESSIONS' in p.stdout
-    assert 'export_parquet = True    ; from default' in p.stdout
+    assert 'export_parquet = true    ; from default' in p.stdout
+
+
+def test_settings_command_prints_ini_that_reads_back_to_the_same_values(ini, tmp_path):
+    p = run_cli('settings', '--settings', ini, check=0)
+    assert '{}' not in p.stdout and "('" not in p.stdout and '= None' not in p.stdout   # INI syntax, not Python values
+    (tmp_path/'printed.ini').write_text(p.stdout)                                     # its `; from` notes are INI comments
+    from stock_nbs.config import load_settings
+    assert load_settings(tmp_path/'printed.ini', env={}).values == load_settings(ini, env={}).values

@@ -121,8 +121,8 @@ def test_failure_share_over_the_limit_fails_the_run(tmp_path):
 
 def test_bad_parameters_fail_cleanly(tmp_path):
     ini = write_ini(tmp_path/'bad')
-    p = run_cli('run', '--settings', ini, '--date', '2999-01-01', check=1)
-    assert 'FAILED' in p.stdout and 'run date 2999-01-01 is in the future' in p.stdout
+    p = run_cli('run', '--settings', ini, '--date', '2999-01-01', check=2)
+    assert 'run date 2999-01-01 is in the future' in p.stderr
     p = run_cli('run', '--settings', ini, '--tickers', 'lower.ns', check=2)
     assert "--tickers 'lower.ns'" in p.stderr
 

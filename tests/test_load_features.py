@@ -92,7 +92,7 @@ def test_filters_reach_the_scan(built):
 
 def test_empty_result_keeps_columns_and_dtypes(built):
     cfg, *_ = built
-    empty = load_features(['NOPE.NS'], settings=cfg)
+    empty = load_features(['TCS.NS'], start='2030-01-01', settings=cfg)
     full = load_features('TCS.NS', settings=cfg)
     assert len(empty) == 0 and list(empty.columns) == list(full.columns)
     assert (empty.dtypes == full.dtypes).all()
@@ -104,7 +104,7 @@ def test_unknown_column_and_missing_table_errors(built, tmp_path):
     with pytest.raises(StoreError, match=r'unknown column\(s\) rsi_99, foo; available: ticker, date, open'):
         load_features(columns=['close', 'rsi_99', 'foo'], settings=cfg)
     other = load_settings(None, env={}, overrides={'storage.data_dir': str(tmp_path)})
-    with pytest.raises(StoreError, match=r'no gold table at .*run `stock-nbs transform`'):
+    with pytest.raises(StoreError, match=r'no gold table at .*run `stock-nbs run` \(or `make demo`\) first'):
         load_features(settings=other)
 
 

@@ -104,7 +104,8 @@ def test_bad_vendor_files_fail_their_ticker_with_a_clear_message_and_write_nothi
 
 def test_missing_file_names_the_path_and_the_pattern(tmp_path):
     res = CsvSource(tmp_path, '{symbol}_*.csv').fetch(['SBIN.NS'], '2024-01-01', '2024-12-31')
-    assert res.failed['SBIN.NS'] == f"SBIN.NS: no file {tmp_path}/SBIN_*.csv (pattern [source] csv_pattern = {{symbol}}_*.csv)"
+    assert res.failed['SBIN.NS'] == (f"SBIN.NS: no file {tmp_path}/SBIN_*.csv (pattern [source] csv_pattern = {{symbol}}_*.csv); "
+                                     "without a file for it, leave it out of [universe] tickers (or pass --tickers)")
 
 
 def test_missing_folder_is_a_settings_error(tmp_path):

@@ -153,6 +153,7 @@ def test_kill_9_at_any_point_leaves_readable_tables_and_a_rerun_reaches_the_refe
         subprocess.run([sys.executable, '-c', BUILD, str(ini), *days], check=True)
         got = load_features(settings=load_settings(ini, env={}))
         pd.testing.assert_frame_equal(got, want, rtol=1e-9, obj=f'trial {trial} killed after {delay:.1f} s')
+        assert st.stray() == [], f'trial {trial}: files the killed writer left are still there'
 
 
 ONE_CORE = textwrap.dedent("""

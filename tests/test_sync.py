@@ -218,7 +218,8 @@ def test_rest_path_batches_upserts_with_on_conflict_and_retries(built, tmp_path,
 
 
 def test_daily_run_with_sync_reports_it_and_leaks_no_secret(tmp_path, pg_url):
-    secret_url = pg_url.replace('postgres@', 'postgres:Very-s3cret-pw@')     # the test server trusts any password
+    host, port, db = pg_url.split('@')[1].split(':')[0], pg_url.rsplit(':', 1)[1].split('/')[0], pg_url.rsplit('/', 1)[1]
+    secret_url = f"host={host} port={port} user=postgres password='Very s3cret-pw' dbname={db}"   # key=value form; the server trusts any password
     ini = tmp_path/'settings.ini'
     ini.write_text("[universe]\ntickers = TCS.NS INFY.NS AAPL USDINR=X\n[source]\nkind = synthetic\nstart = 2023-01-01\n"
                    "[quality]\nmin_rows = 100\n[storage]\ndata_dir = data\n")
@@ -227,9 +228,13 @@ def test_daily_run_with_sync_reports_it_and_leaks_no_secret(tmp_path, pg_url):
     m = json.loads((next((tmp_path/'runs').glob('*/manifest.json'))).read_text())
     assert m['sync']['status'] == 'ok' and m['sync']['sent'] == count(pg_url) > 0 and m['sync']['target'].endswith('/' + pg_url.rsplit('/', 1)[1])
     for f in [f for f in tmp_path.rglob('*') if f.is_file()]:
-        assert b'Very-s3cret-pw' not in f.read_bytes(), f
+        assert b'Very s3cret-pw' not in f.read_bytes() and b'Very s3cret-pw' not in (p.stdout + p.stderr).encode(), f
     p = run_cli('run', '--settings', ini, '--date', '2024-06-28', '--sync', env={'DATABASE_URL': 'postgresql://x:y@127.0.0.1:1/nope'})
     assert p.returncode == 1 and 'sync failed: cannot connect to postgresql://x@127.0.0.1:1/nope' in p.stdout
+    p = run_cli('run', '--settings', ini, '--date', '2024-06-28', '--sync', env={'DATABASE_URL': 'postgresql://x:Sp ace-s3cret@127.0.0.1:1/nope'})
+    assert p.returncode == 1 and 'sync failed: DATABASE_URL is not a connection string PostgreSQL can read' in p.stdout
+    for f in [f for f in tmp_path.rglob('*') if f.is_file()]:                # the driver's own message would have quoted it
+        assert b'ace-s3cret' not in f.read_bytes() and 'ace-s3cret' not in p.stdout + p.stderr, f
 
 
 def test_intraday_rows_round_trip_with_their_instants(tmp_path, pg_url, monkeypatch):

@@ -17,9 +17,13 @@ for p in range(15432, 16000):
     s = socket.socket()
     try: s.bind(("127.0.0.1", p)); s.close(); print(p); break
     except OSError: pass')}
+    if python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; then :; else
+      echo "port $port on 127.0.0.1 is in use; choose another (make db PORT=N, or tools/pg.sh start DIR N)" >&2; exit 1; fi
     mkdir -p "$dir"; [ "$(id -u)" = 0 ] && chown postgres "$dir"
-    "${as_pg[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 \
-      || { echo "initdb failed, see $dir/initdb.log" >&2; exit 1; }
+    if [ ! -f "$dir/data/PG_VERSION" ]; then  # initialised once; a later start reuses the data
+      "${as_pg[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 \
+        || { echo "initdb failed, see $dir/initdb.log" >&2; exit 1; }
+    fi
     "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" start >/dev/null \
       || { echo "PostgreSQL did not start, see $dir/server.log" >&2; exit 1; }
