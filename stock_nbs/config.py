@@ -191,6 +191,7 @@ SPEC = {
     'outlier_iqr': Key(_number(float, 0.5), '3', "iqr rule: beyond this many IQRs outside the quartiles (the seeds use 1.5)"),
     'outlier_zscore': Key(_number(float, 1), '5', "zscore rule: beyond this many standard deviations (the seeds use 3)"),
     'outlier_window': Key(_number(int, 20, 5000), '250', "returns before a bar's month (intraday: session) its outlier rules judge it against; later ones never count"),
+    'max_price_jump': Key(_number(float, 2), '1000', "ingest: a bar with a non-finite price, or a price more than this factor above or below the median close of the 5 bars around it, is rejected before bronze (above the 100x unit errors `spikes` repairs)"),
     'fx_max_staleness_days': Key(_number(int, 0, 30), '4', "a USD bar uses the USDINR rate of its date or the last earlier one at most this many days old; older: rejected"),
   },
   'features': {
@@ -208,10 +209,12 @@ SPEC = {
     'max_age_hours': Key(_number(float, 0), '24', "data older than this is stale (check_data_freshness)"),
     'stale_sessions': Key(_number(int, 2, 250), '5', "close unchanged for this many sessions in a row is a stale price"),
     'step_price': Key(_number(float, 0.01), '0.5', "day-on-day close change beyond this share is a step (qlib: 0.5)"),
-    'step_volume': Key(_number(float, 0.1), '3', "day-on-day volume change beyond this multiple is a step (qlib: 3)"),
+    'step_volume': Key(_number(float, 1.1), '3', "the median volume of the 20 sessions from a day on against the 20 before it moving beyond this factor is a volume step (a unit change); one per step"),
     'gap_sigmas': Key(_number(float, 2), '12', "an overnight gap beyond this many robust sigmas, net of the market's gap that day, is a step"),
     'source_gap_share': Key(_number(float, 0, 1), '0.5', "a session missing for more than this share of tickers is one source-wide gap"),
     'min_rows': Key(_number(int, 0), '1000', "output gate: fewest rows the gold table may have"),
+    'max_stale_sessions': Key(_number(int, 0, 10000), '3', "a ticker whose last bar is more than this many exchange sessions before the run date is stale: flagged, listed, the run degraded (0: off)"),
+    'holidays': Key(lambda s: _dates(s), '', "exchange holidays after a calendar's last known session (exchange_calendars lists end about a year ahead); past that end, sessions are weekdays minus these"),
   },
   'drift': {
     'features': Key(lambda s: _drift_features(s), 'daily_return abs_return rsi_14 vol_ratio close_sma macd_norm',
@@ -302,6 +305,10 @@ def _drift_features(s):
     bad = [f for f in items if not re.fullmatch(r'[a-z][a-z0-9_]*', f)]
     if bad: raise ValueError(f"not a feature name: {', '.join(bad)} (gold columns or {', '.join(_DRIFT_DERIVED)})")
     return tuple(items)
+
+def _dates(s):
+    "Parser for a list of ISO dates, sorted."
+    return tuple(sorted({_date(x) for x in _split(s)}))
 
 def _faults(s):
     "Parser for a list of synthetic fault names."

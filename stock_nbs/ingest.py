@@ -9,13 +9,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 import numpy as np, pandas as pd, polars as pl
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
-from .config import Settings, StockNbsError
+from .config import Settings, StockNbsError, market_of, is_fx
 from .sources import FetchResult, TickerSlices, VALUE_COLUMNS, is_intraday, make_source
 from .store import Store, StoreError, changes, with_year
 
 # %% auto #0
-__all__ = ['log', 'BRONZE_KEY', 'REPORT_COLUMNS', 'FETCH_CHUNK', 'bronze_rows', 'empty_bronze', 'fetch_start', 'check_run_date',
-           'Stored', 'stored_state', 'fetch_changes', 'ingest']
+__all__ = ['log', 'BRONZE_KEY', 'REPORT_COLUMNS', 'PRICES', 'FETCH_CHUNK', 'RESCALE_TOL', 'bronze_rows', 'empty_bronze',
+           'fetch_start', 'check_run_date', 'Stored', 'stored_state', 'fetch_changes', 'absurd_reason', 'split_absurd',
+           'rescaled', 'with_fx', 'ingest']
 
 # %% ../nbs/03_ingest.ipynb #8191b70e
 log = logging.getLogger('stock_nbs.ingest')
@@ -77,7 +78,7 @@ def stored_state(store:Store, interval:str, tickers, overlap:int) -> Stored:
     return Stored(dict(zip(g['ticker'], g['rows'])), {t: np.array(d, 'datetime64[D]') for t, d in zip(g['ticker'], g['days'].to_list())})
 
 # %% ../nbs/03_ingest.ipynb #7b94e156
-REPORT_COLUMNS = ['ticker', 'status', 'fetch_start', 'fetch_end', 'rows_fetched', 'rows_added', 'values_changed', 'rows_total', 'last_date', 'error']
+REPORT_COLUMNS = ['ticker', 'status', 'fetch_start', 'fetch_end', 'rows_fetched', 'rows_rejected', 'rows_added', 'values_changed', 'rows_total', 'last_date', 'error']
 
 def fetch_changes(fetched:pl.DataFrame, stored:pl.DataFrame|None) -> tuple[pl.DataFrame, pl.DataFrame]:
     "Rows to write (new or revised), and per ticker: rows fetched, new days, values changed, last day fetched."
@@ -92,6 +93,26 @@ def fetch_changes(fetched:pl.DataFrame, stored:pl.DataFrame|None) -> tuple[pl.Da
                                                                pl.col('volume_old').is_not_null()).sum())
     new_days = ch.rows.join(old.select('ticker', 'date').unique(), on=['ticker', 'date'], how='anti').group_by('ticker').agg(rows_added=pl.col('date').n_unique())
     return ch.rows, counts.join(new_days, on='ticker', how='left').join(per, on='ticker', how='left').fill_null(0)
+
+# %% ../nbs/03_ingest.ipynb #fe12e585
+PRICES = ['open', 'high', 'low', 'close', 'adj_close']
+
+def absurd_reason(max_jump:float) -> pl.Expr:
+    "Why a bar is no market's (null: it may be): rows sorted by ticker and date, the median taken over each ticker's 5 bars around it."
+    close = pl.when(pl.col('close').is_finite()).then(pl.col('close'))  # (NaN and inf do not count towards the median)
+    med = close.rolling_median(5, center=True, min_samples=1).over('ticker')
+    far = [pl.when((pl.col(c) > 0) & (med > 0) & ((pl.col(c) / med > max_jump) | (med / pl.col(c) > max_jump))).then(pl.lit(c)) for c in PRICES]
+    return (pl.when(pl.any_horizontal([pl.col(c).is_infinite() for c in PRICES])).then(pl.lit('a price is infinite'))
+              .otherwise(pl.concat_str(far, separator=', ', ignore_nulls=True).replace('', None)
+                         .map_elements(lambda s: f"{s} more than {max_jump:g}x from the median close around it", pl.String, skip_nulls=True)))
+
+def split_absurd(fetched:pl.DataFrame, max_jump:float, now:dt.datetime|None=None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    "Fetched bronze rows (by ticker, then date) as (kept, rejected with `reason`): absurd prices, and intraday bars stamped after `now`."
+    later = (pl.col('date') > now) if now is not None and fetched.schema['date'] != pl.Date else pl.lit(False)
+    why = fetched.select(pl.when(later).then(pl.lit(f"stamped after the run's clock ({now:%Y-%m-%d %H:%M} UTC)" if now else ''))
+                           .otherwise(absurd_reason(max_jump)).alias('reason'))['reason']
+    bad = why.is_not_null()
+    return fetched.filter(~bad), fetched.filter(bad).with_columns(reason=why.filter(bad))
 
 # %% ../nbs/03_ingest.ipynb #1184a10e
 FETCH_CHUNK = 200  # tickers per source call: the progress bar moves and memory stays bounded on big universes
@@ -134,8 +155,8 @@ def _stored_overlap(store:Store, interval:str, fetched:pl.DataFrame) -> pl.DataF
     got = store.collect(lf.filter(pl.col('year') >= y0, pl.col('ticker').is_in(first['ticker'].to_list()), pl.col('date') >= first['since'].min()), 'bronze', interval)
     return got.join(first, on='ticker').filter(pl.col('date') >= pl.col('since')).drop('since')
 
-def _report(tickers, per:pl.DataFrame, failed:dict, starts:dict, st:Stored, end) -> pd.DataFrame:
-    "One report row per ticker from the fetch counts, failures and what was stored."
+def _report(tickers, per:pl.DataFrame, failed:dict, starts:dict, st:Stored, end, rejected:dict) -> pd.DataFrame:
+    "One report row per ticker from the fetch counts, bars rejected as absurd, failures and what was stored."
     p = {r['ticker']: r for r in per.iter_rows(named=True)}
     rows = []
     for t in tickers:
@@ -145,10 +166,49 @@ def _report(tickers, per:pl.DataFrame, failed:dict, starts:dict, st:Stored, end)
             rows.append(dict(ticker=t, status='failed', fetch_start=start, fetch_end=end, error=why)); continue
         r = r or dict(rows_fetched=0, rows_added=0, values_changed=0, last_date=None)
         status = 'updated' if r['rows_added'] or r['values_changed'] else 'unchanged'
-        rows.append(dict(ticker=t, status=status, fetch_start=start, fetch_end=end, rows_fetched=r['rows_fetched'], rows_added=r['rows_added'],
+        rows.append(dict(ticker=t, status=status, fetch_start=start, fetch_end=end, rows_fetched=r['rows_fetched'], rows_rejected=rejected.get(t, 0), rows_added=r['rows_added'],
                          values_changed=r['values_changed'], rows_total=held + r['rows_added'], last_date=r['last_date'], error=''))
     out = pd.DataFrame(rows, columns=REPORT_COLUMNS)
-    return out.fillna({c: 0 for c in ('rows_fetched', 'rows_added', 'values_changed', 'rows_total')}).astype({c: int for c in ('rows_fetched', 'rows_added', 'values_changed', 'rows_total')})
+    counts = ('rows_fetched', 'rows_rejected', 'rows_added', 'values_changed', 'rows_total')
+    return out.fillna({c: 0 for c in counts}).astype({c: int for c in counts})
+
+# %% ../nbs/03_ingest.ipynb #d49da1ef
+RESCALE_TOL = 1e-4  # relative spread of the day-by-day ratios (or shifts) that still counts as one common factor
+
+def rescaled(fetched:pl.DataFrame, stored:pl.DataFrame|None, min_days:int=3) -> pl.DataFrame:
+    "Tickers whose re-fetched bars differ from the stored ones on the same days by one common factor or shift: ticker, column, factor, shift, days."
+    out = pl.DataFrame(schema={'ticker': pl.String, 'column': pl.String, 'factor': pl.Float64, 'shift': pl.Float64, 'days': pl.Int32})
+    if stored is None or not len(stored) or not len(fetched): return out
+    j = fetched.filter(pl.col('seq') == 0).join(stored.filter(pl.col('seq') == 0), on=['ticker', 'date'], suffix='_old')
+    for c in ('close', 'adj_close'):
+        r, d = pl.col(c) / pl.col(f'{c}_old'), pl.col(c) - pl.col(f'{c}_old')
+        g = j.group_by('ticker').agg(days=pl.len(), factor=r.median(), r_spread=r.max() / r.min() - 1, shift=d.median(),
+                                      d_spread=(d.max() - d.min()) / pl.col(f'{c}_old').abs().median(), level=pl.col(f'{c}_old').abs().median())
+        ratio = (pl.col('r_spread') < RESCALE_TOL) & ((pl.col('factor') - 1).abs() > 1e-3)
+        shift = (pl.col('d_spread') < RESCALE_TOL) & (pl.col('shift').abs() > 1e-3 * pl.col('level'))
+        hit = g.filter((pl.col('days') >= min_days) & (ratio | shift) & ~pl.col('ticker').is_in(out['ticker'].to_list()))
+        out = pl.concat([out, hit.select('ticker', pl.lit(c).alias('column'), pl.when(ratio).then('factor').otherwise(1.).alias('factor'),
+                                         pl.when(ratio).then(0.).otherwise('shift').alias('shift'), pl.col('days').cast(pl.Int32))])
+    return out
+
+# %% ../nbs/03_ingest.ipynb #8c16c6e7
+def _refetch_rescaled(store:Store, source, settings:Settings, interval:str, end, events:pl.DataFrame, fetched:pl.DataFrame, stored:pl.DataFrame) -> tuple:
+    "Re-fetch the whole history of rescaled tickers: (fetched rows, stored rows to diff them against, tickers whose re-fetch failed -> why)."
+    ts = events['ticker'].to_list()
+    for r in events.iter_rows(named=True):
+        log.warning("%s: the vendor rewrote its history (%s x%.6g %+.6g on all %d re-fetched days: a split, bonus or dividend adjustment); "
+                    "re-fetching it whole", r['ticker'], r['column'], r['factor'], r['shift'], r['days'])
+    try: res = source.fetch(ts, _first_start(settings, interval, end), end, interval)
+    except StockNbsError as e: res = FetchResult(failed={t: str(e) for t in ts})
+    failed = {t: f"{t}: history rescaled by the vendor, and its re-fetch failed: {why}" for t, why in res.failed.items()}
+    again, _ = split_absurd(bronze_rows(res.bars, [t for t in ts if t not in failed], interval), settings.clean['max_price_jump'])
+    others = lambda df: df.filter(~pl.col('ticker').is_in(ts))
+    return pl.concat([others(fetched), again]), pl.concat([others(stored), store.read('bronze', interval, pl.col('ticker').is_in(ts))]), failed
+
+def _record_actions(store:Store, interval:str, events:pl.DataFrame, end, run_id:str|None):
+    "Append the run's rescaling events to the `corporate_actions` table."
+    rows = events.with_columns(found_on=pl.lit(pd.Timestamp(end).date()), run_id=pl.lit(run_id or ''), recorded_at=pl.lit(dt.datetime.now(dt.timezone.utc)))
+    store.append('corporate_actions', interval, rows, run_id)
 
 # %% ../nbs/03_ingest.ipynb #7aadfc0a
 def _write(store:Store, interval:str, rows:pl.DataFrame, run_id:str|None) -> str|None:
@@ -158,10 +218,16 @@ def _write(store:Store, interval:str, rows:pl.DataFrame, run_id:str|None) -> str
     if v is not None: log.info("bronze %s version %d: %d rows written", interval, v, len(rows))
     return None
 
+def with_fx(tickers:list, settings:Settings, interval:str) -> list:
+    "`tickers`, plus the FX ticker of `[universe] fx_ticker` when a daily ingest has a ticker quoted in another currency and lacks it."
+    fx = settings.universe.fx_ticker
+    foreign = any(market_of(t).currency != settings.universe.base_currency and not is_fx(t) for t in tickers)
+    return tickers + [fx] if interval == '1d' and foreign and fx not in tickers else tickers
+
 def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval:str|None=None, progress:bool|None=None, lock:bool=True, run_id:str|None=None) -> pd.DataFrame:
-    "Fetch bars for `tickers` up to `run_date` and merge them into bronze in one commit; one report row per ticker."
-    tickers = list(dict.fromkeys(tickers or settings.universe.tickers))
+    "Fetch bars for `tickers` (and the FX series their prices need) up to `run_date` and merge them into bronze in one commit; one report row per ticker."
     interval, end = interval or settings.source.interval, check_run_date(run_date or dt.date.today())
+    tickers = with_fx(list(dict.fromkeys(tickers or settings.universe.tickers)), settings, interval)
     source = source if source is not None and not isinstance(source, str) else make_source(settings, source)
     store, overlap = Store(settings.data_dir), settings.source.overlap_sessions
     with (store.lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):  # lock=False: the caller holds it
@@ -170,10 +236,18 @@ def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval
         with bar: frames, failed, starts = _fetch_all(source, _groups(tickers, st, overlap, _first_start(settings, interval, end)), end, interval, bar)
         fetched = pl.concat(frames, rechunk=False) if frames else empty_bronze(interval)
         del frames
-        rows, per = fetch_changes(fetched, _stored_overlap(store, interval, fetched))
+        fetched, absurd = split_absurd(fetched, settings.clean['max_price_jump'], dt.datetime.now(dt.timezone.utc))
+        for r in absurd.head(50).iter_rows(named=True): log.warning("%s %s: close %g rejected at ingest (%s)", r['ticker'], r['date'], r['close'], r['reason'])
+        stored = _stored_overlap(store, interval, fetched)
+        events = rescaled(fetched, stored)
+        if len(events):
+            fetched, stored, lost = _refetch_rescaled(store, source, settings, interval, end, events, fetched, stored)
+            failed.update(lost)
+        rows, per = fetch_changes(fetched, stored)
         error = _write(store, interval, rows, run_id)
         if error: failed.update({t: error for t in rows['ticker'].unique().to_list()})
-    rep = _report(tickers, per, failed, starts, st, end)
+        elif len(events): _record_actions(store, interval, events.filter(~pl.col('ticker').is_in(list(failed))), end, run_id)
+    rep = _report(tickers, per, failed, starts, st, end, dict(absurd.group_by('ticker').len().iter_rows()))
     for r in rep.itertuples():
         if r.status == 'failed': log.warning("%s: %s", r.ticker, r.error)
         else: log.info("%s: %d bars fetched, %d added, %d values changed, %d stored", r.ticker, r.rows_fetched, r.rows_added, r.values_changed, r.rows_total)

@@ -16,14 +16,14 @@ from .ingest import ingest, check_run_date
 from .store import Store, StoreError, TableUnreadable, changes, export_parquet, maintain, atomic_write, damaged_files
 from .clean import clean_panel, fx_series, Cleaned, with_local_day
 from .features import gold_panel, STATE_COLUMNS
-from .quality import bucket_facts, combine_facts, output_gate
+from .quality import bucket_facts, combine_facts, output_gate, calendar_notes
 from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
 
 # %% auto #0
 __all__ = ['log', 'WATERMARK_KEY', 'RULES_KEY', 'BUCKET', 'NOISE', 'SILVER_KEY', 'REJECT_KEY', 'DERIVED', 'TransformResult',
            'Plan', 'rules_fingerprint', 'plan_pass', 'silver_context_days', 'gold_context_days', 'silver_bucket',
-           'gold_bucket', 'fx_silver', 'transform', 'setup_logging', 'drift_stage', 'failure_share_problem',
-           'RunFailed', 'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
+           'gold_bucket', 'fx_silver', 'later_copies', 'transform', 'setup_logging', 'drift_stage',
+           'failure_share_problem', 'RunFailed', 'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #315a15fa
 log = logging.getLogger('stock_nbs.pipeline')
@@ -306,6 +306,16 @@ def _pass_quality(store:Store, settings:Settings, interval:str, tickers:list, to
     if len(rep.tickers): store.append('quality', interval, pl.from_pandas(rep.tickers).with_columns(run_id=pl.lit(run_id or ''), reported_at=pl.lit(dt.datetime.now(dt.timezone.utc))), run_id)
     return rep
 
+def later_copies(store:Store, interval:str, groups:list) -> dict:
+    "Of each group of tickers with the same series, every one but the first ingested (earliest bronze fetch) -> why it fails."
+    if not groups: return {}
+    first = dict(store.read('bronze', interval, pl.col('ticker').is_in([t for g in groups for t in g])).group_by('ticker').agg(pl.col('fetched_at').min()).iter_rows())
+    out = {}
+    for g in groups:
+        keep, *copies = sorted(g, key=lambda t: (first.get(t) or dt.datetime.max.replace(tzinfo=dt.timezone.utc), t))
+        out |= {t: f"{t}: its last 20 daily returns equal {keep}'s day for day (another company's prices in its vendor file?); check the file, then rerun" for t in copies}
+    return out
+
 def _ticker_rows(store:Store, interval:str, tickers:list, tally:_Tally) -> pd.DataFrame:
     "One row per ticker: status, error, rows per layer (from the tables)."
     def counts(layer):
@@ -328,7 +338,10 @@ def _summary(rep, tickers:pd.DataFrame, plan:Plan) -> dict:
         for k, v in json.loads(c).items(): totals[k] = totals.get(k, 0) + v
     totals |= {'rows_in': int(tickers.bronze_rows.sum()), 'rows_out': int(tickers.silver_rows.sum()), 'gold_rows': int(tickers.gold_rows.sum())}
     gs = rep.gap_steps.assign(date=rep.gap_steps.date.astype(str)) if len(rep.gap_steps) else rep.gap_steps
+    stale = q[q.stale].sort_values('sessions_behind', ascending=False) if len(q) else q
     return dict(tickers=len(q), mean_score=round(float(q.quality_score.mean()), 2) if len(q) else None,
+                stale=[dict(ticker=r.ticker, sessions_behind=int(r.sessions_behind), last_date=str(pd.Timestamp(r.last_date).date())) for r in stale.itertuples()],
+                same_series=rep.same_series, special_sessions=[str(d) for d in rep.special_sessions],
                 worst=q.nsmallest(5, 'quality_score')[['ticker', 'quality_score']].to_dict('records') if len(q) else [],
                 source_gaps=[pd.Timestamp(d).strftime('%Y-%m-%d') for d in rep.source_gaps], gap_steps=gs.to_dict('records'), totals=dict(sorted(totals.items())),
                 **{'pass': 'full' if plan.full else dict(recomputed=len(plan.since), watermark=plan.watermark)})
@@ -367,16 +380,19 @@ def _transform(store:Store, settings:Settings, order:list, interval:str, progres
     timings['gold'] = time.perf_counter() - t0; t0 = time.perf_counter()
     ok = [t for t in order if t not in tally.errors]
     rep = _pass_quality(store, settings, interval, ok, today, run_id)
+    tally.errors.update(later_copies(store, interval, rep.same_series))
     timings['quality'] = time.perf_counter() - t0; t0 = time.perf_counter()
     gold = store.scan('gold', interval)
-    gate = output_gate(gold, settings.quality['min_rows'], today) if gold is not None else ['no ticker produced gold rows']
+    gate = output_gate(gold, settings.quality['min_rows'], today, max_jump=settings.clean['max_price_jump']) if gold is not None else ['no ticker produced gold rows']
     timings['gate'] = time.perf_counter() - t0
     marks = {WATERMARK_KEY: plan.watermark, RULES_KEY: rules_fingerprint(settings)}
     if plan.complete and plan.watermark and store.exists('gold', interval) and any(_watermark(store, interval, k) != v for k, v in marks.items()):
         store.table('gold', interval).alter.set_table_properties(marks, raise_if_not_exists=False)
     rows = _ticker_rows(store, interval, order, tally)
     for r in rows[rows.status == 'failed'].itertuples(): log.warning("%s: transform failed: %s", r.ticker, r.error)
-    summary = _summary(rep, rows, plan) | {'gate': gate}
+    notes = calendar_notes(order, today or dt.date.today(), settings.quality['holidays'])
+    for note in notes: log.warning("%s", note)
+    summary = _summary(rep, rows, plan) | {'gate': gate, 'calendar_notes': notes}
     return TransformResult(rows, rep.tickers, summary, gate, store.path('gold', interval), {k: round(v, 3) for k, v in timings.items()}, store.versions(interval))
 
 # %% ../nbs/09_pipeline.ipynb #90ebbdf3
@@ -562,15 +578,23 @@ def _ticker_status(self:DailyRun) -> pd.DataFrame:
 DailyRun.ticker_status = _ticker_status
 
 # %% ../nbs/09_pipeline.ipynb #9b550fc5
+def _stale_reason(stale:list, limit:int) -> str:
+    "The run's reason naming its stale tickers."
+    each = [f"{s['ticker']} {s['sessions_behind']} sessions behind (last bar {s['last_date']})" for s in stale[:10]]
+    return f"stale: {', '.join(each)}{f' and {len(stale) - 10} more' if len(stale) > 10 else ''}; [quality] max_stale_sessions = {limit}"
+
 def _status(self:DailyRun) -> tuple[str, list]:
     "Run status (ok, degraded or failed) and the reasons for it."
     t = self.ticker_status()
     problem = failure_share_problem(t.status, self.settings.run.max_failure_share)
     reasons = [problem] if problem else []
     if self.result is None: reasons.append('the transform stage did not run')
+    stale = (self.result.summary.get('stale') or []) if self.result is not None else []
     if self.sync_summary.get('status') == 'failed': reasons.append(f"sync failed: {self.sync_summary.get('error')}")
-    elif self.result.gate: reasons += [f"output gate: {g}" for g in self.result.gate]
-    return ('failed' if reasons else 'degraded' if (t.status == 'failed').any() else 'ok'), reasons
+    elif self.result is not None and self.result.gate: reasons += [f"output gate: {g}" for g in self.result.gate]
+    status = 'failed' if reasons else 'degraded' if (t.status == 'failed').any() or stale else 'ok'
+    if stale: reasons.append(_stale_reason(stale, self.settings.quality['max_stale_sessions']))
+    return status, reasons
 
 def _manifest(self:DailyRun) -> dict:
     "Everything the run did, as JSON-able data (no secrets: parameters and settings only)."

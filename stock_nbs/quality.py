@@ -5,17 +5,18 @@
 # %% ../nbs/06_quality.ipynb #3552cf99
 from __future__ import annotations
 import datetime as dt, os, json, warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 import numpy as np, pandas as pd, polars as pl
 from .config import StockNbsError, market_of
 
 # %% auto #0
 __all__ = ['REPORT_COLUMNS', 'REQUIRED_COLUMNS', 'ohlc_problems', 'ohlc_errors', 'validate_ohlc', 'detect_outliers',
-           'check_data_freshness', 'get_data_quality_report', 'calendar_sessions', 'session_numbers', 'row_facts',
-           'stale_runs', 'step_facts', 'calendars_of', 'missing_days', 'source_gaps', 'overnight_gaps', 'gap_steps',
-           'clean_counts', 'BucketFacts', 'QualityReport', 'bucket_facts', 'combine_facts', 'quality_report',
-           'finish_report', 'QualityGateError', 'output_gate', 'require_output_gate']
+           'check_data_freshness', 'get_data_quality_report', 'known_sessions', 'calendar_end', 'calendar_sessions',
+           'session_numbers', 'calendar_notes', 'volume_steps', 'row_facts', 'stale_runs', 'step_facts', 'calendars_of',
+           'missing_days', 'source_gaps', 'market_wide', 'sessions_behind', 'return_signatures', 'overnight_gaps',
+           'gap_steps', 'clean_counts', 'BucketFacts', 'QualityReport', 'local_stamps', 'bucket_facts', 'combine_facts',
+           'quality_report', 'finish_report', 'QualityGateError', 'output_gate', 'require_output_gate']
 
 # %% ../nbs/06_quality.ipynb #c006460f
 def ohlc_problems(o:np.ndarray, h:np.ndarray, l:np.ndarray, c:np.ndarray) -> dict:
@@ -62,30 +63,62 @@ def get_data_quality_report(df:pd.DataFrame, ticker:str="") -> dict:
 
 # %% ../nbs/06_quality.ipynb #b770a01c
 @lru_cache(maxsize=8)
-def calendar_sessions(code:str) -> np.ndarray:
-    "Every session of an exchange_calendars calendar as sorted datetime64[D] (cached)."
+def known_sessions(code:str) -> np.ndarray:
+    "The sessions exchange_calendars knows for calendar `code`, as sorted datetime64[D] (cached)."
     import exchange_calendars as xc
     with warnings.catch_warnings():  # exchange_calendars' own pandas 3 deprecation warnings
         warnings.simplefilter('ignore', DeprecationWarning)
         cal = xc.get_calendar(code, start='2000-01-01')
     return cal.sessions.tz_localize(None).to_numpy().astype('datetime64[D]')
 
-def session_numbers(days:np.ndarray, code:str) -> tuple[np.ndarray, np.ndarray]:
-    "Each day's session number in calendar `code`, and whether it is a session (days past the calendar's end count as sessions)."
-    s = calendar_sessions(code)
-    at = np.searchsorted(s, days)
-    on = (s[np.minimum(at, len(s) - 1)] == days) | (days > s[-1])
-    return np.where(days > s[-1], len(s) + (days - s[-1]).astype(int), at), on
+def calendar_end(code:str) -> dt.date:
+    "The last session calendar `code` knows."
+    return known_sessions(code)[-1].astype(dt.date)
+
+@lru_cache(maxsize=8)
+def calendar_sessions(code:str, holidays:tuple=()) -> np.ndarray:
+    "The known sessions of calendar `code`, then weekdays minus `holidays` for ten years past the later of its end and today (cached)."
+    known = known_sessions(code)
+    last = max(known[-1], np.datetime64(dt.date.today(), 'D'))
+    after = np.arange(known[-1] + 1, last + 3653, dtype='datetime64[D]')
+    after = after[np.is_busday(after) & ~np.isin(after, np.array(holidays, dtype='datetime64[D]'))]
+    return np.concatenate([known, after])
+
+def session_numbers(days:np.ndarray, code:str, holidays:tuple=()) -> tuple[np.ndarray, np.ndarray]:
+    "Each day's session number in calendar `code` (extended by `calendar_sessions`), and whether it is a session."
+    s = calendar_sessions(code, tuple(holidays))
+    at = np.minimum(np.searchsorted(s, days), len(s) - 1)
+    return at, s[at] == days
+
+# %% ../nbs/06_quality.ipynb #7666dee8
+def calendar_notes(tickers, today, holidays:tuple=()) -> list[str]:
+    "One note per exchange calendar of `tickers` whose known sessions end before `today`: what is checked instead and what to do."
+    notes = []
+    for code in sorted({market_of(t).calendar for t in tickers} - {None}):
+        end, later = calendar_end(code), [h for h in holidays if h > calendar_end(code)]
+        if pd.Timestamp(today).date() > end:
+            notes.append(f"{code}: exchange_calendars knows sessions only up to {end}; later days are checked as weekdays minus the {len(later)} "
+                         f"dates after it in [quality] holidays; add the exchange's published holidays for {end.year + 1} there, or upgrade exchange_calendars")
+    return notes
 
 # %% ../nbs/06_quality.ipynb #4dd54410
 _FLAGGED = ['flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired']
 
 def _t(e:pl.Expr) -> pl.Expr: return e.over('ticker')
 
+def volume_steps(factor:float, w:int=20) -> pl.Expr:
+    "The first day of each shift of a ticker's volume level: the median of the `w` sessions from it on against the `w` before it, beyond `factor`, and largest within `w` sessions either side."
+    # day-to-day volume ratios flag every busy news day (4+ per ticker-year on real NSE data); a unit change moves the median level
+    v = pl.when(pl.col('volume') > 0).then(pl.col('volume').cast(pl.Float64))
+    before, after = _t(v.rolling_median(w, min_samples=w // 2).shift(1)), _t(v.reverse().rolling_median(w, min_samples=w // 2).reverse())
+    lr = (after / before).log().abs()
+    peak = _t(lr.rolling_max(2 * w + 1, center=True, min_samples=1))
+    return ((lr > np.log(factor)) & (lr == peak) & _t(lr.shift(1)).ne_missing(lr)).fill_null(False)
+
 def row_facts(silver:pl.DataFrame, q, today) -> pl.DataFrame:
     "Per row: missing values, OHLC breaks, flags, start of a run of equal closes, price and volume steps, future day."
-    c, v = pl.col('close'), pl.col('volume').cast(pl.Float64)
-    pv = _t(v.shift(1))
+    c = pl.col('close')
+    v = pl.col('volume').cast(pl.Float64)
     brk = _t(c.ne_missing(c.shift(1)))
     return silver.select(
         'ticker', 'date', 'day',
@@ -95,7 +128,7 @@ def row_facts(silver:pl.DataFrame, q, today) -> pl.DataFrame:
         flagged=pl.any_horizontal([pl.col(f) for f in _FLAGGED]),
         run=_t(brk.cum_sum()),
         step_p=(c / _t(c.shift(1)) - 1).abs() > q['step_price'],
-        step_v=((pl.when(v == 0).then(None).otherwise(v) / pl.when(pv == 0).then(None).otherwise(pv)) - 1).abs() > q['step_volume'],
+        step_v=volume_steps(q['step_volume']),
         future=pl.col('day') > pl.lit(today))
 
 # %% ../nbs/06_quality.ipynb #7586964a
@@ -116,30 +149,53 @@ def calendars_of(tickers) -> pl.DataFrame:
     tickers = list(tickers)
     return pl.DataFrame({'ticker': tickers, 'cal': [market_of(t).calendar or '' for t in tickers]}, schema={'ticker': pl.String, 'cal': pl.String})
 
-def missing_days(rows:pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    "(ticker, day) of every session each ticker's calendar has between its first and last day and its rows lack; and per ticker days off the calendar."
+def missing_days(rows:pl.DataFrame, holidays:tuple=()) -> tuple[pl.DataFrame, pl.DataFrame]:
+    "(ticker, day) of every session each ticker's calendar has between its first and last day and its rows lack; and (ticker, day) of its days off the calendar."
     new_day = pl.col('day').ne_missing(pl.col('day').shift(1)) | pl.col('ticker').ne_missing(pl.col('ticker').shift(1))
     days = rows.select('ticker', 'day').filter(new_day)
     days = days.join(calendars_of(days['ticker'].unique()), on='ticker', how='left', maintain_order='left')
     out, extra = [], []
     for code in sorted(set(days['cal'].unique().to_list()) - {''}):
         g = days.filter(pl.col('cal') == code)
-        n, on = session_numbers(g['day'].to_numpy().astype('datetime64[D]'), code)
+        n, on = session_numbers(g['day'].to_numpy().astype('datetime64[D]'), code, holidays)
         g = g.with_columns(n=pl.Series(n), on=pl.Series(on))
-        extra.append(g.filter(~pl.col('on')).group_by('ticker').len('extra_sessions'))
+        extra.append(g.filter(~pl.col('on')).select('ticker', 'day'))
         g = g.filter('on').with_columns(gap=(_t(pl.col('n').diff()) - 1).fill_null(0)).filter(pl.col('gap') > 0)
         k, lens = g['n'].to_numpy(), g['gap'].to_numpy()
         pos = np.repeat(k - lens, lens) + np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-        out.append(pl.DataFrame({'ticker': g['ticker'].gather(np.repeat(np.arange(len(g)), lens)), 'day': pl.Series(calendar_sessions(code)[pos], dtype=pl.Date)}))
+        out.append(pl.DataFrame({'ticker': g['ticker'].gather(np.repeat(np.arange(len(g)), lens)), 'day': pl.Series(calendar_sessions(code, tuple(holidays))[pos], dtype=pl.Date)}))
     return (pl.concat(out) if out else pl.DataFrame(schema={'ticker': pl.String, 'day': pl.Date}),
-            pl.concat(extra) if extra else pl.DataFrame(schema={'ticker': pl.String, 'extra_sessions': pl.UInt32}))
+            pl.concat(extra) if extra else pl.DataFrame(schema={'ticker': pl.String, 'day': pl.Date}))
 
 def source_gaps(missing:pl.DataFrame, tickers:list, share:float) -> list:
     "Days missing for more than `share` of the NSE tickers (at least 3): the source's gaps, not the tickers'."
+    return market_wide(missing, tickers, share)
+
+def market_wide(days:pl.DataFrame, tickers:list, share:float) -> list:
+    "Days of (ticker, day) rows found for more than `share` of the NSE tickers (at least 3): the source's or the exchange's, not one ticker's."
     nse = [t for t in tickers if market_of(t).calendar == 'XBOM']
     if len(nse) < 3: return []
-    c = missing.filter(pl.col('ticker').is_in(nse)).group_by('day').len()
+    c = days.filter(pl.col('ticker').is_in(nse)).group_by('day').len()
     return sorted(c.filter(pl.col('len') > share * len(nse))['day'].to_list())
+
+# %% ../nbs/06_quality.ipynb #8ae265f6
+def sessions_behind(silver:pl.DataFrame, today, holidays:tuple=()) -> pl.DataFrame:
+    "Per ticker: the sessions of its exchange (FX: weekdays) after its last bar's day up to `today`."
+    last = silver.group_by('ticker').agg(pl.col('day').max())
+    today = np.datetime64(pd.Timestamp(today).date(), 'D')
+    def behind(t, d):
+        code, d = market_of(t).calendar, np.datetime64(d, 'D')
+        if code is None: return int(np.busday_count(d + 1, today + 1)) if today > d else 0
+        s = calendar_sessions(code, tuple(holidays))
+        return int(np.searchsorted(s, today, 'right') - np.searchsorted(s, d, 'right'))
+    return last.select('ticker', sessions_behind=pl.Series([behind(t, d) for t, d in last.iter_rows()], dtype=pl.Int64))
+
+def return_signatures(silver:pl.DataFrame, n:int=20) -> pl.DataFrame:
+    "Per ticker with `n` moving returns: its last `n` (day, log return) pairs as one text, equal for two tickers only when their prices are proportional then."
+    r = silver.select('ticker', 'day', r=(pl.col('close') / pl.col('close').shift(1)).log().round(9).over('ticker')).filter(pl.col('r').is_finite())
+    tail = r.group_by('ticker', maintain_order=True).tail(n)
+    sig = tail.group_by('ticker').agg(n=pl.len(), moves=pl.col('r').abs().sum(), signature=pl.concat_str(pl.col('day').cast(pl.String), pl.col('r').cast(pl.String), separator='=').str.join('|'))
+    return sig.filter((pl.col('n') == n) & (pl.col('moves') > 0)).select('ticker', 'signature')
 
 # %% ../nbs/06_quality.ipynb #7946b70f
 def overnight_gaps(silver:pl.DataFrame) -> pl.DataFrame:
@@ -180,6 +236,7 @@ class BucketFacts:
     tickers: pl.DataFrame  # per ticker: the facts that need only its own rows
     missing: pl.DataFrame  # ticker, day: sessions its calendar has and its rows lack
     gaps: pl.DataFrame  # ticker, date, market, gap: its overnight gaps (daily)
+    extra: pl.DataFrame  # ticker, day: its days its calendar has no session on
 
 @dataclass
 class QualityReport:
@@ -187,8 +244,15 @@ class QualityReport:
     tickers: pd.DataFrame  # one row per ticker
     source_gaps: list  # days missing for most tickers
     gap_steps: pd.DataFrame  # ticker, date, gap, sigmas
+    same_series: list = field(default_factory=list)  # groups of tickers whose last returns are identical (one company's prices under several names?)
+    special_sessions: list = field(default_factory=list)  # days off the calendar most tickers traded (Muhurat trading, a budget Saturday)
 
 _NO_GAPS = {'ticker': pl.String, 'date': pl.Date, 'market': pl.String, 'gap': pl.Float64}
+
+def local_stamps(facts:pl.DataFrame, col:str) -> pl.Series:
+    "Intraday stamps of a per-ticker column as text in each ticker's exchange time zone (ISO, with its offset)."
+    return pl.Series(col, [pd.Timestamp(x).tz_convert(market_of(t).timezone).isoformat() if x is not None else None
+                           for t, x in zip(facts['ticker'], facts[col])], dtype=pl.String)
 
 def bucket_facts(silver:pl.DataFrame, rejects:pl.DataFrame|None, q, today, interval:str='1d') -> BucketFacts:
     "The facts of the tickers in `silver` (all their rows, sorted by ticker and date) under the `[quality]` settings `q`."
@@ -200,9 +264,12 @@ def bucket_facts(silver:pl.DataFrame, rejects:pl.DataFrame|None, q, today, inter
         null_rows=pl.col('null').sum().cast(pl.Int64), flagged_rows=pl.col('flagged').sum().cast(pl.Int64),
         **{k: pl.col(k).sum().cast(pl.Int64) for k in ('hl', 'hi', 'lo', 'nonpos')},
         future_dates=pl.col('day').filter(pl.col('future')).n_unique().cast(pl.Int64))
-    missing, extra = missing_days(rows)
-    for other in (extra, stale_runs(rows, q['stale_sessions']), step_facts(rows), clean_counts(silver, rejects)): base = base.join(other, on='ticker', how='left')
-    return BucketFacts(base, missing, overnight_gaps(silver) if interval == '1d' else pl.DataFrame(schema=_NO_GAPS))
+    missing, extra = missing_days(rows, q.get('holidays', ()))
+    if interval != '1d': base = base.with_columns(local_stamps(base, 'first_date'), local_stamps(base, 'last_date'))
+    others = (stale_runs(rows, q['stale_sessions']), step_facts(rows), clean_counts(silver, rejects),
+              sessions_behind(silver, today, q.get('holidays', ())), return_signatures(silver))
+    for other in others: base = base.join(other, on='ticker', how='left')
+    return BucketFacts(base, missing, overnight_gaps(silver) if interval == '1d' else pl.DataFrame(schema=_NO_GAPS), extra)
 
 def combine_facts(parts:list, q) -> QualityReport:
     "The quality report from the `bucket_facts` of every bucket: source-wide gaps, each ticker's own missing sessions, overnight-gap steps."
@@ -210,20 +277,26 @@ def combine_facts(parts:list, q) -> QualityReport:
     wide = source_gaps(missing, facts['ticker'].to_list(), q['source_gap_share'])
     own = missing.filter(~pl.col('day').is_in(wide)).group_by('ticker').agg(missing_sessions=pl.len().cast(pl.Int64), missing_list=pl.col('day').sort().head(5))
     total = missing.group_by('ticker').agg(all_missing=pl.len().cast(pl.Int64))
+    extra = pl.concat([p.extra for p in parts])
+    special = market_wide(extra, facts['ticker'].to_list(), q['source_gap_share'])
+    off = extra.filter(~pl.col('day').is_in(special)).group_by('ticker').agg(extra_sessions=pl.len().cast(pl.Int64))
     steps = gap_steps(pl.concat([p.gaps for p in parts]), q['gap_sigmas'])
     gs = steps.group_by('ticker').agg(gap_steps=pl.len().cast(pl.Int64), gap_list=pl.col('date').sort().head(5))
-    for other in (own, total, gs): facts = facts.join(other, on='ticker', how='left')
-    return QualityReport(finish_report(facts), wide, steps.to_pandas())
+    groups = facts.drop_nulls('signature').group_by('signature').agg(pl.col('ticker').sort()).filter(pl.col('ticker').list.len() > 1)['ticker'].to_list()
+    same = pl.DataFrame({'ticker': [t for g in groups for t in g], 'same_series_as': [', '.join(x for x in g if x != t) for g in groups for t in g]},
+                        schema={'ticker': pl.String, 'same_series_as': pl.String})
+    for other in (own, total, off, gs, same): facts = facts.join(other, on='ticker', how='left')
+    return QualityReport(finish_report(facts, q.get('max_stale_sessions', 0)), wide, steps.to_pandas(), groups, special)
 
 def quality_report(silver:pl.DataFrame, rejects:pl.DataFrame|None, q, today, interval:str='1d') -> QualityReport:
     "The quality report of every ticker in `silver` (all its rows, sorted by ticker and date) under the `[quality]` settings `q`."
     return combine_facts([bucket_facts(silver, rejects, q, today, interval)], q)
 
 # %% ../nbs/06_quality.ipynb #9f885d04
-def finish_report(df:pl.DataFrame) -> pd.DataFrame:
-    "The report's columns from the joined per-ticker facts: zeros where a fact has no rows, texts, OHLC verdict and score."
-    counts = ['missing_sessions', 'all_missing', 'extra_sessions', 'stale_runs', 'stale_sessions', 'steps', 'step_days', 'dropped_rows', 'gap_steps']
-    df = df.with_columns([pl.col(c).fill_null(0).cast(pl.Int64) for c in counts] + [pl.col('clean_counts').fill_null('{}')])
+def finish_report(df:pl.DataFrame, max_stale:int=0) -> pd.DataFrame:
+    "The report's columns from the joined per-ticker facts: zeros where a fact has no rows, texts, OHLC verdict, staleness (beyond `max_stale` sessions; 0: off) and score."
+    counts = ['missing_sessions', 'all_missing', 'extra_sessions', 'stale_runs', 'stale_sessions', 'steps', 'step_days', 'dropped_rows', 'gap_steps', 'sessions_behind']
+    df = df.with_columns([pl.col(c).fill_null(0).cast(pl.Int64) for c in counts] + [pl.col('clean_counts').fill_null('{}'), pl.col('same_series_as').fill_null('')])
     r = df.to_pandas()
     r['source_gap_sessions'] = r.all_missing - r.missing_sessions
     r['missing_dates'] = [_dates_text(d if d is not None else [], total=n) for d, n in zip(r.missing_list, r.missing_sessions)]
@@ -231,13 +304,14 @@ def finish_report(df:pl.DataFrame) -> pd.DataFrame:
     r['gap_step_dates'] = [_dates_text(d if d is not None else [], total=n) for d, n in zip(r.gap_list, r.gap_steps)]
     errs = [ohlc_errors({'high_low': a, 'high': b, 'low': c, 'close': d}) for a, b, c, d in zip(r.hl, r.hi, r.lo, r.nonpos)]
     r['ohlc_valid'], r['ohlc_errors'] = [not e for e in errs], ['; '.join(e) for e in errs]
-    problems = r.missing_sessions + r.dropped_rows + r.flagged_rows + r.stale_sessions + r.step_days + r.future_dates
-    r['quality_score'] = (100 * (1 - problems / np.maximum(r.days + r.missing_sessions, 1))).clip(lower=0).round(2)
+    r['stale'] = (r.sessions_behind > max_stale) if max_stale else False
+    problems = r.missing_sessions + r.sessions_behind + r.dropped_rows + r.flagged_rows + r.stale_sessions + r.step_days + r.future_dates
+    r['quality_score'] = (100 * (1 - problems / np.maximum(r.days + r.missing_sessions + r.sessions_behind, 1))).clip(lower=0).round(2)
     return r[REPORT_COLUMNS]
 
 REPORT_COLUMNS = ['ticker', 'rows', 'first_date', 'last_date', 'missing_sessions', 'missing_dates', 'source_gap_sessions', 'extra_sessions', 'null_rows',
                   'ohlc_valid', 'ohlc_errors', 'flagged_rows', 'dropped_rows', 'stale_runs', 'stale_sessions', 'steps', 'step_dates', 'future_dates',
-                  'gap_steps', 'gap_step_dates', 'clean_counts', 'quality_score']
+                  'gap_steps', 'gap_step_dates', 'clean_counts', 'sessions_behind', 'stale', 'same_series_as', 'quality_score']
 
 # %% ../nbs/06_quality.ipynb #b81776d4
 class QualityGateError(StockNbsError):
@@ -245,18 +319,27 @@ class QualityGateError(StockNbsError):
 
 REQUIRED_COLUMNS = ['ticker', 'date', 'close', 'sma_20', 'rsi_14']
 
-def output_gate(gold:pl.LazyFrame, min_rows:int=1000, today=None, required=REQUIRED_COLUMNS) -> list[str]:
-    "Failed checks of the seeds' output gate on gold rows (empty when they pass)."
-    names, fails = gold.collect_schema().names(), []
+def output_gate(gold:pl.LazyFrame, min_rows:int=1000, today=None, required=REQUIRED_COLUMNS, max_jump:float|None=None) -> list[str]:
+    "Failed checks of the seeds' output gate on gold rows, and of no infinite value and no day's move beyond `max_jump` times (empty when they pass)."
+    schema, fails = gold.collect_schema(), []
+    names, now = schema.names(), dt.datetime.now(dt.timezone.utc)
+    stamp = schema.get('date')
+    late = (pl.col('date') > (now if stamp.time_zone else now.replace(tzinfo=None))).sum() if isinstance(stamp, pl.Datetime) else pl.lit(0)  # intraday: a bar after the clock
     missing = [c for c in required if c not in names]
     o, h, l, c = (pl.col(x) for x in ('open', 'high', 'low', 'close'))
     day = pl.col('date').cast(pl.Date) if 'date' in names else pl.lit(None)
     s = gold.select(rows=pl.len(), hl=(h < l).sum(), hi=((h < o) | (h < c)).sum(), lo=((l > o) | (l > c)).sum(), nonpos=(c <= 0).sum(),
                     future=day.filter(day > pl.lit(pd.Timestamp(today or dt.date.today()).date())).unique().sort().head(5).implode(),
-                    n_future=day.filter(day > pl.lit(pd.Timestamp(today or dt.date.today()).date())).n_unique()).collect().row(0, named=True)
+                    n_future=day.filter(day > pl.lit(pd.Timestamp(today or dt.date.today()).date())).n_unique(),
+                    late=late, inf=pl.any_horizontal([pl.col(n).is_infinite() for n, t in schema.items() if t.is_float()] or [pl.lit(False)]).sum(),
+                    jumps=(((pl.col('daily_return') > max_jump - 1) | (pl.col('daily_return') < 1 / max_jump - 1)).sum()
+                           if max_jump and 'daily_return' in names else pl.lit(0))).collect().row(0, named=True)
     if s['rows'] < min_rows: fails.append(f"{s['rows']} rows, fewer than [quality] min_rows = {min_rows}")
     if missing: fails.append(f"missing required columns: {', '.join(missing)}")
     if s['future']: fails.append(f"future dates: {_dates_text(s['future'], total=s['n_future'])}")
+    if s['late']: fails.append(f"{s['late']} bars stamped after now ({now:%Y-%m-%d %H:%M} UTC)")
+    if s['inf']: fails.append(f"{s['inf']} rows with an infinite value")
+    if s['jumps']: fails.append(f"{s['jumps']} rows whose close moved more than {max_jump:g}x in a day ([clean] max_price_jump)")
     errors = ohlc_errors({'high_low': s['hl'], 'high': s['hi'], 'low': s['lo'], 'close': s['nonpos']})
     if errors: fails.append(f"OHLC validation failed: {'; '.join(errors)}")
     return fails

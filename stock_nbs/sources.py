@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_sources.ipynb #eea6121d
 from __future__ import annotations
-import datetime as dt, glob, logging, re, time, warnings, zlib
+import csv, datetime as dt, glob, io, logging, re, time, warnings, zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,16 +223,38 @@ def _examples(values, n:int=3) -> str:
     values = list(values); more = f" (and {len(values) - n} more)" if len(values) > n else ''
     return ', '.join(map(str, values[:n])) + more
 
-def _read_raw_csv(path:Path) -> pd.DataFrame:
-    "Read a CSV as text columns, skipping yfinance's Ticker/Date header rows when present."
-    try:
-        with open(path, newline='') as f: head = [f.readline() for _ in range(3)]
-        three_rows = head[0].startswith('Price,') and head[1].startswith('Ticker,')
-        df = pd.read_csv(path, dtype=str, skiprows=[1, 2] if three_rows else None, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+def _text(path:Path) -> str:
+    "A file's text; `SourceError` naming the byte offset of the first byte that is not UTF-8."
+    data = path.read_bytes()
+    try: return data.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{path}: byte {e.start} (0x{data[e.start]:02x}) is not UTF-8 text; re-save the file as UTF-8 (or CSV UTF-8 from a spreadsheet)") from None
+
+def _columns_of(path:Path, ticker:str, lines:list) -> list[int]|None:
+    "Positions of `ticker`'s columns in a file of several tickers' blocks (None: one block); refuse a file whose blocks cannot be told apart."
+    names = next(csv.reader(lines[:1]), [])
+    owners = next(csv.reader(lines[1:2]), []) if len(lines) > 2 and lines[1].startswith('Ticker,') else []
+    held = sorted(set(owners[1:]) - {''})
+    if len(held) > 1:
+        if ticker not in held: raise SourceError(f"{path}: holds the blocks of {', '.join(held)}, not of {ticker}; download {ticker}'s file")
+        log.info("%s: several tickers' blocks (%s); reading %s's columns", path, ', '.join(held), ticker)
+        return [0] + [i for i, o in enumerate(owners) if o == ticker]
+    dup = sorted({normalize_column(n) for n in names if n and [normalize_column(x) for x in names].count(normalize_column(n)) > 1})
+    if dup: raise SourceError(f"{path}: duplicate column(s) {', '.join(dup)} and no Ticker row to say whose each is: several tickers' blocks side by side "
+                              f"(as yfinance writes a multi-ticker download); which one is {ticker} cannot be told, so none is read; download {ticker} alone")
+    return None
+
+def _read_raw_csv(path:Path, ticker:str='') -> pd.DataFrame:
+    "Read a CSV as text columns: yfinance's Ticker/Date header rows skipped, and of a file of several tickers' blocks only `ticker`'s."
+    text = _text(path)
+    lines = text.splitlines(keepends=True)[:3]
+    three_rows = len(lines) > 2 and lines[0].startswith('Price,') and lines[1].startswith('Ticker,')
+    keep = _columns_of(path, ticker, lines)
+    try: df = pd.read_csv(io.StringIO(text), dtype=str, header=None if three_rows else 0, skiprows=3 if three_rows else None, usecols=keep, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
         raise SourceError(f"{path}: not a readable CSV file ({str(e).strip()})") from None
+    if three_rows: df.columns = ['Date', *[next(csv.reader(lines[:1]))[i] for i in (keep or range(len(df.columns)))[1:]]]
     if df.empty: raise SourceError(f"{path}: a header but no rows (an empty export?); download it again or remove the file")
-    if three_rows: df = df.rename(columns={'Price': 'Date'})
     return df
 
 # %% ../nbs/01_sources.ipynb #3063d979
@@ -283,7 +305,7 @@ def _check_values(df:pd.DataFrame, path:Path) -> pd.DataFrame:
 def read_bar_csv(path, ticker:str, column_map:dict|None=None, interval:str='1d') -> pd.DataFrame:
     "Bars from one vendor CSV file (bronze columns without source/fetched_at), validated."
     path = Path(path)
-    df = _rename(_read_raw_csv(path), path, column_map or {})
+    df = _rename(_read_raw_csv(path, ticker), path, column_map or {})
     df['date'] = _parse_dates(df['date'].str.strip(), path, market_of(ticker).timezone, is_intraday(interval))
     return _check_values(_parse_numbers(df, path), path)[list(BAR_FIELDS)]
 

@@ -34,7 +34,7 @@ class TableUnreadable(StoreError):
     def __init__(self, message:str, layer:str): super().__init__(message); self.layer = layer
 
 # %% ../nbs/02_store.ipynb #7fd52e59
-LAYERS = ('bronze', 'silver', 'gold', 'rejects', 'quality', 'drift_tests', 'drift_alerts')
+LAYERS = ('bronze', 'silver', 'gold', 'rejects', 'quality', 'drift_tests', 'drift_alerts', 'corporate_actions')
 PARTITIONED = ('bronze', 'silver', 'gold', 'rejects')  # bar tables: partitioned by year
 ROW_GROUP = 64 * 1024
 

@@ -22,8 +22,8 @@ def test_ingest_prints_summary_and_where_data_went(ini):
 
 def test_tickers_source_and_env_var_settings(ini, tmp_path):
     p = run_cli('ingest', '--tickers', 'TCS.NS,AAPL', '--date', '2024-03-29', env={'STOCK_NBS_SETTINGS': str(ini)}, cwd='/', check=0)
-    assert '2 tickers, 2 updated' in p.stdout
-    assert Store(ini.parent/'data').tickers('bronze', '1d') == ['AAPL', 'TCS.NS']
+    assert '3 tickers, 3 updated' in p.stdout                             # AAPL's FX series comes with it
+    assert Store(ini.parent/'data').tickers('bronze', '1d') == ['AAPL', 'TCS.NS', 'USDINR=X']
 
 
 def test_failure_share_over_the_limit_exits_1(write_settings, tmp_path):

@@ -29,7 +29,7 @@ class ScriptedSource:
 @pytest.fixture
 def market():
     src = SyntheticSource(seed=3)
-    return {t: src.bars(t, '2024-01-01', '2024-06-28') for t in ['TCS.NS', 'INFY.NS', 'AAPL']}
+    return {t: src.bars(t, '2024-01-01', '2024-06-28') for t in ['TCS.NS', 'INFY.NS', 'AAPL', 'USDINR=X']}   # (AAPL's prices need the FX series: fetched with it)
 
 
 def settings_at(root, **over):
@@ -59,7 +59,7 @@ def test_same_date_twice_fetches_only_the_overlap_and_commits_nothing(cfg, marke
     v = version(cfg)
     again = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
     assert src.requests[-1][1] == pd.Timestamp('2024-03-25')          # 5 sessions: 25, 26, 27, 28, 29 March
-    assert again.rows_fetched.tolist() == [5, 5, 5]
+    assert again.ticker.tolist() == ['TCS.NS', 'INFY.NS', 'AAPL', 'USDINR=X'] and again.rows_fetched.tolist() == [5, 5, 5, 5]
     assert (again.status == 'unchanged').all() and again.rows_added.sum() == 0 and again.values_changed.sum() == 0
     assert version(cfg) == v == 0                                       # not even a commit
 
@@ -68,7 +68,7 @@ def test_later_date_appends_in_one_commit(cfg, market):
     src = ScriptedSource(market)
     ingest(cfg, run_date='2024-03-29', source=src, progress=False)
     rep = ingest(cfg, run_date='2024-04-05', source=src, progress=False)
-    assert rep.rows_added.tolist() == [5, 5, 5] and (rep.status == 'updated').all() and version(cfg) == 1
+    assert rep.rows_added.tolist() == [5, 5, 5, 5] and (rep.status == 'updated').all() and version(cfg) == 1
     stored = bronze_of(cfg, 'TCS.NS')
     expected = market['TCS.NS'][market['TCS.NS'].date <= '2024-04-05']
     np.testing.assert_array_equal(stored.close.to_numpy(), expected.close.to_numpy())
@@ -81,7 +81,7 @@ def test_a_fetch_returning_fewer_rows_loses_nothing(cfg, market):
     before = bronze_of(cfg, 'INFY.NS')
     src.drop = {pd.Timestamp('2024-03-26'), pd.Timestamp('2024-03-28')}
     rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
-    assert rep.rows_fetched.tolist() == [3, 3, 3]
+    assert rep.rows_fetched.tolist() == [3, 3, 3, 3]
     pd.testing.assert_frame_equal(bronze_of(cfg, 'INFY.NS')[['date', 'close']], before[['date', 'close']])
 
 
@@ -108,7 +108,7 @@ def test_a_failing_ticker_is_isolated_and_reported(cfg, market):
     rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False).set_index('ticker')
     assert rep.loc['INFY.NS', 'status'] == 'failed' and 'unknown to the vendor' in rep.loc['INFY.NS', 'error']
     assert rep.loc[['TCS.NS', 'AAPL'], 'status'].tolist() == ['updated', 'updated']
-    assert sorted(Store(cfg.data_dir).read('bronze', '1d', columns=[pl.col('ticker').unique()])['ticker']) == ['AAPL', 'TCS.NS']
+    assert sorted(Store(cfg.data_dir).read('bronze', '1d', columns=[pl.col('ticker').unique()])['ticker']) == ['AAPL', 'TCS.NS', 'USDINR=X']
 
 
 def test_a_failed_commit_fails_the_tickers_it_carried_keeps_the_table_and_the_next_run_fetches_again(cfg, market, monkeypatch):
@@ -122,7 +122,7 @@ def test_a_failed_commit_fails_the_tickers_it_carried_keeps_the_table_and_the_ne
     assert version(cfg) == 0 and bronze_of(cfg, 'AAPL').date.iloc[-1] == pd.Timestamp('2024-03-22')
     monkeypatch.undo()
     rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
-    assert (rep.status == 'updated').all() and rep.rows_added.tolist() == [5, 5, 5]
+    assert (rep.status == 'updated').all() and rep.rows_added.tolist() == [5, 5, 5, 5]
     assert bronze_of(cfg, 'AAPL').date.iloc[-1] == pd.Timestamp('2024-03-29')
 
 

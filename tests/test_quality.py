@@ -1,5 +1,5 @@
 """Quality checks fire on frames made to break them; calendar, source-wide gaps, real demerger steps; reports stored; the gate."""
-import json, os, time
+import datetime as dt, json, os, time
 import numpy as np, pandas as pd
 import pytest
 from stock_nbs.config import load_settings
@@ -79,18 +79,20 @@ def test_a_date_missing_for_most_tickers_is_one_source_wide_gap():
 def test_stale_steps_and_future_dates():
     f = frame([10., 10, 10, 10, 10, 11, 30, 31], volume=[100., 100, 100, 100, 100, 100, 100, 1000])
     _, r = panel({'TCS.NS': f}, today='2024-01-08')
-    assert r.loc['TCS.NS', ['stale_runs', 'stale_sessions', 'steps', 'step_dates', 'future_dates']].tolist() == [1, 5, 2, '2024-01-09, 2024-01-10', 2]
+    assert r.loc['TCS.NS', ['stale_runs', 'stale_sessions', 'steps', 'step_dates', 'future_dates']].tolist() == [1, 5, 1, '2024-01-09', 2]
+    # (the last bar's tenfold volume is one busy day, not a step: volume steps are shifts of its median level)
     _, r = panel({'TCS.NS': f}, q=Q | {'stale_sessions': 6})
     assert r.loc['TCS.NS', 'stale_runs'] == 0
 
 
 def test_ticker_report_counts_and_scores():
     clean = frame(list(100 + np.arange(60.)), dates=[d for d in pd.bdate_range('2024-02-01', periods=61) if d != pd.Timestamp('2024-03-08')])
-    _, r = panel({'TCS.NS': clean}, today='2024-12-31')
+    last = str(pd.bdate_range('2024-02-01', periods=61)[-1].date())            # the run date is the last bar's: nothing behind
+    _, r = panel({'TCS.NS': clean}, today=last)
     # 8 March 2024 is an NSE holiday (Mahashivratri): the data rightly lacks it
     assert r.loc['TCS.NS', 'missing_sessions'] == 0 and r.loc['TCS.NS', 'quality_score'] == 100
     broken = clean.drop(index=[10, 11]).reset_index(drop=True)
-    _, r = panel({'TCS.NS': broken}, {'TCS.NS': {'nulls': 3, 'duplicates': 4}}, today='2024-12-31')
+    _, r = panel({'TCS.NS': broken}, {'TCS.NS': {'nulls': 3, 'duplicates': 4}}, today=last)
     assert r.loc['TCS.NS', 'missing_sessions'] == 2 and r.loc['TCS.NS', 'dropped_rows'] == 3      # duplicates are not a loss
     assert json.loads(r.loc['TCS.NS', 'clean_counts']) == {'duplicates_dropped': 4, 'nulls_dropped': 3}
     assert r.loc['TCS.NS', 'quality_score'] == pytest.approx(100 * (1 - 5 / 60), abs=0.01)
@@ -138,8 +140,22 @@ def test_real_data_quality_report_is_stored_and_sane(upstox_run):
     assert len(stored) == 50 and res.summary['tickers'] == 50 and res.summary['gate'] == []
     q = stored.set_index('ticker')
     assert (q.missing_sessions == 0).all()                              # the vendor has every NSE session...
-    assert (q.loc['RELIANCE.NS', 'extra_sessions'] >= 5)                # ...plus special sessions (Muhurat, Saturdays)
+    assert (q.extra_sessions == 0).all()                                # ...and the special ones, listed apart, not held against a ticker
+    assert {'2021-11-04', '2023-11-12', '2024-11-01', '2025-02-01'} <= set(res.summary['special_sessions'])   # Muhurat trading, the budget Saturday
     assert q.quality_score.between(90, 100).all()
+
+
+def test_volume_steps_are_rare_on_real_data_and_catch_a_unit_change(upstox_run):
+    cfg, res = upstox_run
+    q = res.quality
+    ticker_years = ((pd.to_datetime(q.last_date) - pd.to_datetime(q.first_date)).dt.days / 365.25).sum()
+    assert q.steps.sum() / ticker_years <= 0.5                          # day-on-day ratios raised 4.3 per ticker-year here
+    silver = Store(cfg.data_dir).read('silver', '1d', pl.col('ticker') == 'INFY.NS').sort('date')
+    unit = silver.with_columns(volume=pl.when(pl.col('date') >= dt.date(2023, 3, 1)).then(pl.col('volume') * 10).otherwise(pl.col('volume')))
+    before, after = (quality_report(x, None, cfg.quality, '2025-10-01').tickers.iloc[0] for x in (silver, unit))
+    new = set(after.step_dates.split(', ')) - set(before.step_dates.split(', '))
+    assert after.steps == before.steps + 1 and len(new) == 1           # one flag for the change, dated within a week of it
+    assert dt.date(2023, 3, 1) <= dt.date.fromisoformat(new.pop()) <= dt.date(2023, 3, 8)
 
 
 def test_source_wide_gap_in_a_run(tmp_path):

@@ -100,7 +100,7 @@ def test_a_second_run_waits_when_asked_to(tmp_path):
 
 def test_two_ingests_started_at_once_do_not_interleave(tmp_path):
     ini = tmp_path/'settings.ini'
-    ini.write_text("[universe]\ntickers = TCS.NS INFY.NS AAPL\n[source]\nkind = synthetic\nstart = 2005-01-01\n"
+    ini.write_text("[universe]\ntickers = TCS.NS INFY.NS AAPL USDINR=X\n[source]\nkind = synthetic\nstart = 2005-01-01\n"
                    "[storage]\ndata_dir = data\nlock_timeout_seconds = 120\n")
     cmd = [*CLI, 'ingest', '--settings', str(ini), '--date', '2024-06-28', '--no-progress']
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -111,7 +111,7 @@ def test_two_ingests_started_at_once_do_not_interleave(tmp_path):
     pids = [e[1] for e in events]
     assert kinds == ['acquired', 'released', 'acquired', 'released']   # one run's whole ingest, then the other's
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[0] != pids[2]
-    assert sorted(o[1].split(':')[1].strip().split(',')[1] for o in outs) == [' 0 updated', ' 3 updated']
+    assert sorted(o[1].split(':')[1].strip().split(',')[1] for o in outs) == [" 0 updated", " 4 updated"]
     assert not Store(tmp_path/'data').read('bronze', '1d')[['ticker', 'date', 'seq']].is_duplicated().any()
 
 
