@@ -13,9 +13,9 @@ from .pipeline import transform, setup_logging, failure_share_problem
 from .store import Store, export_parquet, maintain, migrate_store
 
 # %% auto #0
-__all__ = ['cmd_ingest', 'cmd_transform', 'cmd_run', 'cmd_status', 'cmd_baseline', 'cmd_drift_eval', 'cmd_sync', 'cmd_db',
-           'dashboard_command', 'cmd_dashboard', 'cmd_settings', 'ini_text', 'cmd_maintain', 'cmd_migrate_store',
-           'main']
+__all__ = ['cmd_ingest', 'cmd_transform', 'cmd_run', 'cmd_status', 'cmd_baseline', 'cmd_drift_backtest', 'cmd_drift_eval',
+           'cmd_sync', 'cmd_db', 'dashboard_command', 'cmd_dashboard', 'cmd_settings', 'ini_text', 'cmd_maintain',
+           'cmd_migrate_store', 'main']
 
 # %% ../nbs/10_cli.ipynb #b7230f3a
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     bl.add_argument('--end', metavar='YYYY-MM-DD', help='last day of the window (default: the last stored day)')
     bl.add_argument('--sessions', type=int, metavar='N', help='sessions in the window (default [drift] baseline_sessions)')
     bl.add_argument('--interval', choices=INTERVALS, help='override [source] interval')
+    bt = sub.add_parser('drift-backtest', parents=[common], help='replay the drift monitor over the stored history as the daily runs would have seen it; report with plot')
+    bt.add_argument('--start', metavar='YYYY-MM-DD', help='first run date (default: as soon as a baseline and a current window exist)')
+    bt.add_argument('--end', metavar='YYYY-MM-DD', help='last run date (default: the last stored day)')
+    bt.add_argument('--every', type=int, default=5, metavar='N', help='a run every N sessions (default 5)')
+    bt.add_argument('--interval', choices=INTERVALS, help='override [source] interval')
     ev = sub.add_parser('drift-eval', parents=[common], help='false-alarm and detection rates of the drift settings on simulated data')
     ev.add_argument('--runs', type=int, default=200, metavar='N', help='simulated runs per case (default 200)')
     ev.add_argument('--tickers', type=int, default=60, metavar='N', help='tickers per simulated universe (default 60)')
@@ -164,6 +169,19 @@ def cmd_baseline(a) -> int:
     path, meta = create_baseline(settings, settings.source.interval, end, a.sessions)
     print(f"baseline frozen: {meta['tickers']} tickers x {len(meta['features'])} features, sessions {meta['window_start']}..{meta['window_end']} "
           f"({meta['sessions']} per ticker)\nfile: {path}\nruns now compare with it ([drift] baseline = {settings.drift['baseline']})")
+    return 0
+
+def cmd_drift_backtest(a) -> int:
+    "`stock-nbs drift-backtest`: replay the monitor; print the per-year alert shares beside the reference detector's and the report's path."
+    from stock_nbs.drift import backtest, backtest_summary
+    settings = load_settings(a.settings, {'source.interval': a.interval})
+    if a.every < 1: raise StockNbsError(f"--every {a.every}: a run every N sessions needs N >= 1")
+    start, end = (_run_date(x) if x else None for x in (a.start, a.end))
+    b = backtest(settings, start, end, a.every, settings.source.interval, report_dir=Path(settings.run.reports_dir))
+    print(f"{len(b.runs)} run dates replayed, {b.runs.run_date.min():%Y-%m-%d} to {b.runs.run_date.max():%Y-%m-%d}, a run every {a.every} sessions; "
+          "alerting: share of run dates with at least one alert; reference: the market's volatility ratio above its own 95th percentile")
+    with pd.option_context('display.width', 200): print(backtest_summary(b).to_string())
+    print(f"report: {b.report}")
     return 0
 
 def cmd_drift_eval(a) -> int:
@@ -288,7 +306,7 @@ def main(argv=None) -> int:
     "Entry point of `stock-nbs`; errors caused by input print one clear message and exit 2."
     a = _parser().parse_args(argv)
     commands = {'run': cmd_run, 'status': cmd_status, 'ingest': cmd_ingest, 'transform': cmd_transform, 'baseline': cmd_baseline,
-                'drift-eval': cmd_drift_eval, 'sync': cmd_sync, 'db': cmd_db, 'dashboard': cmd_dashboard, 'settings': cmd_settings,
+                'drift-eval': cmd_drift_eval, 'drift-backtest': cmd_drift_backtest, 'sync': cmd_sync, 'db': cmd_db, 'dashboard': cmd_dashboard, 'settings': cmd_settings,
                 'maintain': cmd_maintain, 'migrate-store': cmd_migrate_store}
     sys.stdout, sys.stderr = _Scrubbed(sys.stdout, a), _Scrubbed(sys.stderr, a)  # nothing the command prints can show a secret
     try: return commands[a.command](a)

@@ -6,17 +6,19 @@
 from __future__ import annotations
 import json, logging, shlex, subprocess, datetime as dt, html as _html
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, polars as pl, pyarrow as pa, pyarrow.parquet as pq
 from scipy import stats
-from .config import Settings, StockNbsError
+from .config import Settings, StockNbsError, market_of
 from .store import atomic_write
 
 # %% auto #0
 __all__ = ['log', 'DERIVED', 'LEVELS', 'DRIFT_COLUMNS', 'ALERT_KEY', 'SEEDS_RAW', 'DriftError', 'is_level', 'feature_frame',
            'lag1_autocorr', 'effective_n', 'ks_pvalue', 'compare', 'benjamini_hochberg', 'calibrated_threshold',
-           'baseline_rows', 'baseline_path', 'write_baseline', 'read_baseline', 'test_ticker', 'decide', 'rollup',
-           'save_alerts', 'run_hook', 'drift_report_html', 'evaluate', 'create_baseline']
+           'baseline_rows', 'baseline_path', 'write_baseline', 'read_baseline', 'test_ticker', 'test_features',
+           'decide', 'rollup', 'save_alerts', 'run_hook', 'drift_report_html', 'evaluate', 'Backtest', 'market_returns',
+           'reference_alerts', 'replay', 'backtest_summary', 'backtest_report', 'backtest', 'create_baseline']
 
 # %% ../nbs/07_drift.ipynb #989dc14a
 log = logging.getLogger('stock_nbs.drift')
@@ -129,7 +131,11 @@ def _series(f:pd.DataFrame, feat:str) -> tuple[np.ndarray, np.ndarray]:
 
 def test_ticker(gold:pd.DataFrame, ticker:str, d, base:pd.DataFrame|None=None) -> list[dict]:
     "Drift tests of one ticker's monitored features under the `[drift]` settings `d` (q-values come later)."
-    f, rows, n_cur, n_base = feature_frame(gold, d['features']), [], d['current_sessions'], d['baseline_sessions']
+    return test_features(feature_frame(gold, d['features']), ticker, d, base)
+
+def test_features(f:pd.DataFrame, ticker:str, d, base:pd.DataFrame|None=None) -> list[dict]:
+    "`test_ticker` on a ticker's `feature_frame` (its last rows are the current window)."
+    rows, n_cur, n_base = [], d['current_sessions'], d['baseline_sessions']
     frozen = dict(tuple(base.groupby('feature'))) if base is not None else None
     for feat in d['features']:
         dates, x = _series(f, feat)
@@ -248,6 +254,97 @@ def evaluate(drift_settings, features_settings, runs:int=200, n_tickers:int=60, 
                 any_alert[(name, kind)] += bool(t.drift.any()); tests_total[name] = len(t)
     return {name: dict(false_alarm_rate=any_alert[(name, 'no_drift')] / runs, detection_rate=any_alert[(name, 'drift')] / runs,
                        tests_per_run=tests_total[name], features=list(configs[name]['features'])) for name in configs} | dict(runs=runs, tickers=n_tickers)
+
+# %% ../nbs/07_drift.ipynb #b15fa21f
+@dataclass
+class Backtest:
+    "What a replay of the drift monitor found."
+    tests: pd.DataFrame  # one row per (run_date, ticker, feature): the run's tests as `decide` left them
+    runs: pd.DataFrame  # one row per run date: tests, testable, alerts, any_alert, realised_vol, reference_alert
+    report: Path|None = None  # the HTML report with its plot
+
+def market_returns(frames:dict) -> pd.Series:
+    "The equal-weight daily return of the NSE tickers among `frames` (of all of them when none is NSE), by date."
+    nse = [t for t in frames if market_of(t).calendar == 'XBOM'] or list(frames)
+    return pd.concat([frames[t].set_index('date').daily_return for t in nse], axis=1).mean(axis=1).sort_index()
+
+def reference_alerts(ret:pd.Series, n_base:int, n_cur:int, quantile:float=0.95, min_history:int=250) -> pd.Series:
+    "The plain detector: volatility of the current window over the baseline window's, above the `quantile` of its own earlier values."
+    ratio = ret.rolling(n_cur).std() / ret.shift(n_cur).rolling(n_base, min_periods=n_base // 2).std()
+    threshold = ratio.shift(n_cur).expanding(min_history).quantile(quantile)  # only windows that ended before the current one began
+    return (ratio > threshold).where(threshold.notna())
+
+# %% ../nbs/07_drift.ipynb #9db15625
+def _run_tests(frames:dict, d, run_date, keep:int) -> pd.DataFrame:
+    "The drift tests a run on `run_date` would have made: each ticker's last `keep` feature rows up to that date (all with calibration)."
+    rows = []
+    for t, f in frames.items():
+        upto = f.iloc[:np.searchsorted(f.date.to_numpy(), np.datetime64(run_date), 'right')]
+        if len(upto): rows += test_features(upto if d['calibrate'] else upto.iloc[-keep:], t, d)
+    return decide(pd.DataFrame(rows), d).assign(run_date=pd.Timestamp(run_date))
+
+def replay(frames:dict, d, run_dates, ret:pd.Series) -> Backtest:
+    "Replay the drift tests of `frames` (ticker -> gold rows) on each of `run_dates`."
+    keep = d['baseline_sessions'] + d['current_sessions'] + 120
+    feats = {t: feature_frame(g, d['features']) for t, g in frames.items()}
+    tests = pd.concat([_run_tests(feats, d, rd, keep) for rd in run_dates], ignore_index=True)
+    g = tests.groupby('run_date')
+    runs = pd.DataFrame({'tests': g.size(), 'testable': g.q_value.apply(lambda q: int((q < 1).sum())), 'alerts': g.drift.sum().astype(int)})
+    runs = runs.reindex(pd.DatetimeIndex(run_dates, name='run_date'), fill_value=0)
+    runs['any_alert'] = runs.alerts > 0
+    runs['realised_vol'] = (ret.rolling(20).std() * np.sqrt(252)).reindex(runs.index, method='ffill')
+    runs['reference_alert'] = reference_alerts(ret, d['baseline_sessions'], d['current_sessions']).reindex(runs.index, method='ffill')
+    return Backtest(tests, runs.reset_index())
+
+# %% ../nbs/07_drift.ipynb #e5acd3e2
+def _plot(b:Backtest, out:Path) -> Path:
+    "The alert share of each run date beside the market's realised volatility, as a PNG."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    r = b.runs
+    fig, (top, low) = plt.subplots(2, 1, figsize=(11, 5), sharex=True, height_ratios=[1, 1.2])
+    top.plot(r.run_date, r.realised_vol, color='#444'); top.set_ylabel('market vol\n(20d, annualised)')
+    low.bar(r.run_date, r.alerts / r.tests.clip(lower=1), width=4, color='#c33', label='share of tests alerting')
+    low.scatter(r.run_date[r.reference_alert == True], np.zeros((r.reference_alert == True).sum()), marker='|', s=120, color='#36c', label='reference: market vol ratio > its 95th pct')
+    low.set_ylabel('alert share'); low.legend(loc='upper left', fontsize=8)
+    fig.tight_layout(); out.parent.mkdir(parents=True, exist_ok=True); fig.savefig(out, dpi=110); plt.close(fig)
+    return out
+
+def backtest_summary(b:Backtest) -> pd.DataFrame:
+    "Per calendar year and overall: run dates, the share with at least one alert, and the reference detector's share."
+    r = b.runs.assign(year=b.runs.run_date.dt.year.astype(str), reference=b.runs.reference_alert.astype(float))
+    per = lambda g: pd.Series({'run_dates': len(g), 'alerting': round(g.any_alert.mean(), 3), 'reference': round(g.reference.mean(), 3),
+                               'tests_per_run': round(g.tests.mean(), 1), 'testable_share': round(g.testable.sum() / max(g.tests.sum(), 1), 3)})
+    return pd.concat([r.groupby('year').apply(per, include_groups=False), per(r).to_frame('all').T])
+
+def backtest_report(b:Backtest, folder:Path, d) -> Path:
+    "Write `drift_backtest.html` (summary, plot, the alerting run dates) and its PNG into `folder`."
+    import base64
+    png = _plot(b, Path(folder)/'drift_backtest.png')
+    hits = b.tests[b.tests.drift]
+    alerting = pd.DataFrame({'run_date': hits.run_date, 'alerts (ticker/feature)': hits.ticker + '/' + hits.feature}).groupby('run_date').agg(', '.join)
+    body = (f"<h1>Drift backtest</h1><p>{len(b.runs)} run dates, {b.runs.run_date.min():%Y-%m-%d} to {b.runs.run_date.max():%Y-%m-%d}; features "
+            f"{', '.join(d['features'])}; {d['current_sessions']} sessions against the {d['baseline_sessions']} before; BH at q &lt;= {d['fdr']}.</p>"
+            + backtest_summary(b).to_html() + f"<p><img src='data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}'></p>"
+            + "<h2>Run dates with alerts</h2>" + (alerting.to_html() if len(alerting) else '<p>none</p>'))
+    return atomic_write(Path(folder)/'drift_backtest.html', lambda tmp: tmp.write_text(f"<!doctype html><meta charset=utf-8><title>Drift backtest</title>{body}"))
+
+# %% ../nbs/07_drift.ipynb #e8cbbbde
+def backtest(settings:Settings, start=None, end=None, every:int=5, interval:str='1d', tickers=None, report_dir:Path|None=None) -> Backtest:
+    "Replay the drift monitor over the stored gold table as daily runs would have seen it, a run every `every` sessions from `start` to `end`; with `report_dir` its report."
+    from stock_nbs.store import Store, to_pandas
+    names = list(tickers or settings.universe.tickers)
+    g = Store(settings.data_dir).read('gold', interval, pl.col('ticker').is_in(names))
+    if g is None or not len(g): raise DriftError(f"no gold rows to replay in {Store(settings.data_dir).path('gold', interval)}; run `stock-nbs run` first")
+    frames = {k[0]: to_pandas(x) for k, x in g.sort('ticker', 'date').partition_by('ticker', as_dict=True, maintain_order=True).items()}
+    sessions = pd.DatetimeIndex(sorted(set(g['date'].to_list())))
+    d = dict(settings.drift) | {'baseline': 'rolling'}  # a replay compares with the sessions before each run date, as a frozen baseline could not
+    first = sessions[min(len(sessions) - 1, d['baseline_sessions'] + d['current_sessions'] + 60)]
+    runs = sessions[(sessions >= max(pd.Timestamp(start or first), first)) & (sessions <= pd.Timestamp(end or sessions[-1]))][::every]
+    if not len(runs): raise DriftError(f"no run dates between {start} and {end}: the gold table holds {sessions[0]:%Y-%m-%d} to {sessions[-1]:%Y-%m-%d}")
+    b = replay(frames, d, runs, market_returns(frames))
+    if report_dir is not None: b.report = backtest_report(b, report_dir, d)
+    return b
 
 # %% ../nbs/07_drift.ipynb #b1521606
 def create_baseline(settings:Settings, interval:str='1d', end=None, sessions:int|None=None, tickers=None, lock:bool=True) -> tuple[Path, dict]:

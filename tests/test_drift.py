@@ -155,3 +155,25 @@ def test_evaluation_runs_and_separates_the_configurations():
     assert res['seeds_raw']['false_alarm_rate'] == 1.0                  # the seeds' raw test alarms on drift-free data
     assert res['default']['false_alarm_rate'] == 0.0 and res['default']['detection_rate'] >= 2 / 3
     assert res['default']['tests_per_run'] == 20 * 6
+
+
+def test_backtest_replays_only_past_data_sees_an_onset_and_reports_it(tmp_path):
+    from stock_nbs.drift import backtest, backtest_summary
+    from conftest import run_cli
+    ini = tmp_path/'settings.ini'
+    ini.write_text("[universe]\ntickers = TCS.NS INFY.NS SBIN.NS ITC.NS RELIANCE.NS HDFCBANK.NS\n[source]\nkind = synthetic\nstart = 2022-06-01\n"
+                   "synthetic_regime_start = 2024-05-02\nsynthetic_regime_vol = 3\n[quality]\nmin_rows = 10\n[storage]\ndata_dir = data\n[run]\nreports_dir = reports\n")
+    cfg = load_settings(ini, env={})
+    ingest(cfg, run_date='2024-06-28', progress=False); transform(cfg, progress=False, today='2024-06-28')
+    b = backtest(cfg, start='2023-06-01', every=5, report_dir=tmp_path/'reports')
+    runs = b.runs.set_index('run_date')
+    assert b.tests.groupby('run_date').current_end.max().le(b.tests.groupby('run_date').run_date.first()).all()   # nothing after a run's date
+    calm, onset = runs.loc[:'2024-04-30'], runs.loc['2024-05-10':'2024-05-24']          # the regime starts 2 May: tripled volatility
+    assert calm.any_alert.mean() <= 0.1 and onset.any_alert.any() and onset.reference_alert.any()
+    again = backtest(cfg, start='2023-06-01', end='2024-05-17', every=5)                 # a shorter replay: the same run dates give the same tests
+    pd.testing.assert_frame_equal(again.tests.reset_index(drop=True), b.tests[b.tests.run_date <= '2024-05-17'].reset_index(drop=True))
+    html = (tmp_path/'reports'/'drift_backtest.html').read_text()
+    assert 'data:image/png;base64,' in html and 'reference' in html and (tmp_path/'reports'/'drift_backtest.png').stat().st_size > 10_000
+    assert backtest_summary(b).loc['all', 'run_dates'] == len(runs)
+    p = run_cli('drift-backtest', '--settings', ini, '--start', '2024-03-01', '--every', '10', check=0)
+    assert 'run dates replayed' in p.stdout and 'report: ' in p.stdout
