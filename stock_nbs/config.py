@@ -217,6 +217,9 @@ SPEC = {
     'holidays': Key(lambda s: _dates(s), '', "exchange holidays after a calendar's last known session (exchange_calendars lists end about a year ahead); past that end, sessions are weekdays minus these"),
   },
   'drift': {
+    'method': Key(_choice('market', 'ks'), 'market', "market: each market's cross-sectional median of market_features against its own history decides alerts, tickers' KS tests say which moved; ks: the seeds' per-ticker KS with FDR"),
+    'market_features': Key(lambda s: _drift_features(s), 'abs_return', "features of the market-level test (method = market): their daily cross-sectional median per market"),
+    'min_history': Key(_number(int, 50, 5000), '250', "method = market: past window statistics a market needs before its test can alert"),
     'features': Key(lambda s: _drift_features(s), 'daily_return abs_return rsi_14 vol_ratio close_sma macd_norm',
                     "monitored features: gold columns or abs_return, vol_ratio, close_sma, macd_norm (levels like close or sma_20 are allowed but warned about)"),
     'baseline': Key(_choice('auto', 'frozen', 'rolling'), 'auto', "compare with the frozen baseline (stock-nbs baseline), the rolling window before the current one, or frozen when it exists"),

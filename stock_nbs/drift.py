@@ -14,10 +14,11 @@ from .config import Settings, StockNbsError, market_of
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['log', 'DERIVED', 'LEVELS', 'DRIFT_COLUMNS', 'ALERT_KEY', 'SEEDS_RAW', 'DriftError', 'is_level', 'feature_frame',
-           'lag1_autocorr', 'effective_n', 'ks_pvalue', 'compare', 'benjamini_hochberg', 'calibrated_threshold',
-           'baseline_rows', 'baseline_path', 'write_baseline', 'read_baseline', 'test_ticker', 'test_features',
-           'decide', 'rollup', 'save_alerts', 'run_hook', 'drift_report_html', 'evaluate', 'Backtest', 'market_returns',
+__all__ = ['log', 'DERIVED', 'LEVELS', 'DRIFT_COLUMNS', 'CALIBRATED', 'ALERT_KEY', 'SEEDS_RAW', 'DriftError', 'is_level',
+           'feature_frame', 'lag1_autocorr', 'effective_n', 'ks_pvalue', 'compare', 'benjamini_hochberg',
+           'calibrated_threshold', 'baseline_rows', 'baseline_path', 'write_baseline', 'read_baseline', 'test_ticker',
+           'test_features', 'decide', 'market_panel', 'shift_statistic', 'market_tests', 'decide_run', 'follow_markets',
+           'rollup', 'save_alerts', 'run_hook', 'drift_report_html', 'evaluate', 'Backtest', 'market_returns',
            'reference_alerts', 'replay', 'backtest_summary', 'backtest_report', 'backtest', 'create_baseline']
 
 # %% ../nbs/07_drift.ipynb #989dc14a
@@ -150,20 +151,67 @@ def test_features(f:pd.DataFrame, ticker:str, d, base:pd.DataFrame|None=None) ->
                          baseline_start=pd.Timestamp(bd[0]), baseline_end=pd.Timestamp(bd[-1]), current_start=pd.Timestamp(cd[0]), current_end=pd.Timestamp(cd[-1]), **r))
     return rows
 
+CALIBRATED = ('ks_calibrated', 'market_calibrated')  # methods whose threshold comes from history, not from a p-value
+
 def decide(tests:pd.DataFrame, d) -> pd.DataFrame:
     "Add q-values (BH across every test, or the raw p with correction = none) and the drift decision."
     if tests.empty: return pd.DataFrame(columns=DRIFT_COLUMNS)
     t = tests.copy()
     # Tarone's filter: a test whose smallest attainable p-value (D = 1 at its effective sizes) exceeds the level
     # can never reject; counting it in BH would only dilute the others. Its q-value is 1.
-    testable = (t.p_min <= d['fdr']) if d['correction'] == 'bh' else pd.Series(True, index=t.index)
+    testable = ((t.p_min <= d['fdr']) if d['correction'] == 'bh' else pd.Series(True, index=t.index)) & (t.method != 'market_calibrated')
     t['q_value'] = 1.0
     t.loc[testable, 'q_value'] = benjamini_hochberg(t.p_value[testable]) if d['correction'] == 'bh' else t.p_value[testable]
-    cal = t.method == 'ks_calibrated'
+    cal = t.method.isin(CALIBRATED)
+    t.loc[t.method == 'market_calibrated', 'q_value'] = t.p_value  # (one test per market and feature, at a Bonferroni-split level: no BH)
     t['drift'] = np.where(cal, t.statistic > t.threshold.astype(float), t.q_value <= d['fdr'])
     t.loc[~cal, 'threshold'] = d['fdr']
     if d['min_effect'] > 0: t['drift'] &= t.wasserstein >= d['min_effect']
     return t[DRIFT_COLUMNS]
+
+# %% ../nbs/07_drift.ipynb #2f992c35
+def market_panel(features:dict, names) -> dict:
+    "Market code -> daily cross-sectional median of each of `names` over its tickers' feature frames (markets of at least 3 tickers; FX left out)."
+    by = {}
+    for t, f in features.items():
+        code = market_of(t).calendar
+        if code: by.setdefault(code, []).append(f.set_index('date')[list(names)])
+    return {code: pd.concat(fs, keys=range(len(fs))).groupby(level=1).median().sort_index() for code, fs in by.items() if len(fs) >= 3}
+
+def shift_statistic(x:pd.Series, n_base:int, n_cur:int) -> pd.Series:
+    "Per date: |mean of the `n_cur` values to it - mean of the `n_base` before them|, in standard errors of the baseline."
+    base = x.shift(n_cur).rolling(n_base, min_periods=max(n_base * 2 // 3, 10))
+    return ((x.rolling(n_cur).mean() - base.mean()) / (base.std() / np.sqrt(n_cur))).abs()
+
+def market_tests(panel:dict, d, run_date=None) -> list[dict]:
+    "The market tests of a run on `run_date` (default: each market's last day) from `market_panel`, one row per market and feature that can alert."
+    n_base, n_cur, rows = d['baseline_sessions'], d['current_sessions'], []
+    level = 1 - (1 - d['calibration_quantile']) / len(d['market_features'])
+    for code, m in panel.items():
+        m = m if run_date is None else m.loc[:pd.Timestamp(run_date)]
+        for feat in d['market_features']:
+            x = m[feat].dropna()
+            s = shift_statistic(x, n_base, n_cur)
+            hist = s.iloc[:-n_cur].dropna().to_numpy()  # windows that ended before the current one began
+            if len(x) < n_base + n_cur or len(hist) < d['min_history'] or np.isnan(s.iloc[-1]): continue
+            stat = float(s.iloc[-1])
+            rows.append(dict(ticker=f'market:{code}', feature=feat, method='market_calibrated', statistic=stat, threshold=float(np.quantile(hist, level)),
+                             p_value=(1 + (hist >= stat).sum()) / (1 + len(hist)), p_min=1 / (1 + len(hist)), wasserstein=np.nan,
+                             baseline_start=x.index[-n_cur - n_base], baseline_end=x.index[-n_cur - 1], current_start=x.index[-n_cur], current_end=x.index[-1],
+                             baseline_n=n_base, current_n=n_cur, n_eff_baseline=np.nan, n_eff_current=np.nan, autocorr=float(x.autocorr(1))))
+    return rows
+
+def decide_run(rows:list, gold:dict, d) -> pd.DataFrame:
+    "A run's decided tests: the tickers' test `rows`, and with `method = market` the markets' tests over `gold` (ticker -> gold rows)."
+    if d.get('method') == 'market': rows = rows + market_tests(market_panel({t: feature_frame(g, d['market_features']) for t, g in gold.items()}, d['market_features']), d)
+    return follow_markets(decide(pd.DataFrame(rows), d))
+
+def follow_markets(tests:pd.DataFrame) -> pd.DataFrame:
+    "With market tests present: a ticker's tests flag drift only while its market's test does."
+    if tests.empty or not tests.ticker.str.startswith('market:').any(): return tests
+    moving = {t.removeprefix('market:') for t in tests.ticker[tests.ticker.str.startswith('market:') & tests.drift]}
+    own = ~tests.ticker.str.startswith('market:')
+    return tests.assign(drift=tests.drift & (~own | tests.ticker.map(lambda t: market_of(t).calendar in moving)))
 
 # %% ../nbs/07_drift.ipynb #09ac783b
 ALERT_KEY = ['ticker', 'feature', 'method', 'baseline_start', 'baseline_end', 'current_start', 'current_end']
@@ -205,6 +253,11 @@ def _cell(q:float, drift:bool) -> str:
 def drift_report_html(tests:pd.DataFrame, roll:pd.DataFrame, info:dict) -> str:
     "The drift report of one run as a standalone HTML page."
     esc = _html.escape
+    able = tests.method.isin(CALIBRATED) | (tests.p_min <= tests.threshold.astype(float)) if len(tests) else pd.Series(dtype=bool)
+    unable = tests[~able].feature.value_counts() if len(tests) else pd.Series(dtype=int)
+    dropped = (f"<p>{int(unable.sum())} tests could not have alerted (even fully separated samples give a p-value above the level at their "
+               f"effective sizes) and are left out: {esc(', '.join(f'{f} {n}' for f, n in unable.items()))}.</p>") if len(unable) else ''
+    tests = tests[able] if len(tests) else tests
     grid = tests.pivot_table(index='ticker', columns='feature', values='q_value', aggfunc='min') if len(tests) else pd.DataFrame()
     drifted = set(zip(tests.ticker, tests.feature)) & set(zip(tests.ticker[tests.drift], tests.feature[tests.drift])) if len(tests) else set()
     head = ''.join(f'<th>{esc(c)}</th>' for c in grid.columns)
@@ -220,19 +273,19 @@ th{{background:#f4f4f4}} .na{{color:#aaa}} .meta td{{text-align:left}}</style></
 <table class="meta"><tr><td>run</td><td>{esc(str(info.get('run_id', '')))}</td></tr><tr><td>baseline</td><td>{esc(str(info.get('baseline', '')))}</td></tr>
 <tr><td>current window</td><td>{esc(str(info.get('current', '')))}</td></tr><tr><td>tests</td><td>{len(tests)} ({esc(str(info.get('method', '')))})</td></tr>
 <tr><td>drifted</td><td>{int(tests.drift.sum()) if len(tests) else 0}</td></tr><tr><td>retrain</td><td>{esc(', '.join(retrain) or 'none')}</td></tr></table>
-<h2>q-value per ticker and feature</h2><table><tr><th>ticker</th>{head}</tr>{body}</table>
+<h2>q-value per ticker and feature</h2>{dropped}<table><tr><th>ticker</th>{head}</tr>{body}</table>
 <h2>Alerts</h2>{alert_html}</body></html>"""
 
 # %% ../nbs/07_drift.ipynb #77c3ccc9
-SEEDS_RAW = dict(features=('sma_20', 'rsi_14', 'volatility', 'daily_return', 'macd'), correction='none', fdr=0.05,
+SEEDS_RAW = dict(method='ks', features=('sma_20', 'rsi_14', 'volatility', 'daily_return', 'macd'), correction='none', fdr=0.05,
                  autocorr_adjust=False, calibrate=False, calibration_quantile=0.99, min_effect=0.0)
 
-def _simulated_gold(seed:int, n_tickers:int, features_settings, drift:bool) -> dict:
-    "Gold frames of one simulated universe: 200 sessions, volatility doubled for the last 7 when `drift`."
+def _simulated_gold(seed:int, n_tickers:int, features_settings, drift:bool, sessions:int=200) -> dict:
+    "Gold frames of one simulated universe: `sessions` sessions, volatility doubled for the last 7 when `drift`."
     from stock_nbs.sources import SyntheticSource
     from stock_nbs.features import gold_panel
     from stock_nbs.store import to_pandas
-    dates = pd.bdate_range('2023-01-02', periods=200)
+    dates = pd.bdate_range('2022-01-03', periods=sessions)
     src = SyntheticSource(seed=seed, regime_start=dates[-7] if drift else None, regime_vol=2.0)
     names = [f'SIM{i:03d}.NS' for i in range(n_tickers)]
     df, off = src._frame(names, dates[0], dates[-1])
@@ -246,11 +299,13 @@ def evaluate(drift_settings, features_settings, runs:int=200, n_tickers:int=60, 
     configs = {'default': dict(drift_settings), 'seeds_raw': {**dict(drift_settings), **SEEDS_RAW}}
     any_alert = {(c, k): 0 for c in configs for k in ('no_drift', 'drift')}
     tests_total = {c: 0 for c in configs}
+    d0 = configs['default']
+    sessions = max(200, d0['min_history'] + d0['baseline_sessions'] + d0['current_sessions'] + 100) if d0['method'] == 'market' else 200  # the market test's history
     for r in tqdm(range(runs), disable=None if progress is None else not progress, desc='drift-eval'):
         for kind in ('no_drift', 'drift'):
-            gold = _simulated_gold(seed + r, n_tickers, features_settings, kind == 'drift')
+            gold = _simulated_gold(seed + r, n_tickers, features_settings, kind == 'drift', sessions)
             for name, d in configs.items():
-                t = decide(pd.DataFrame([row for tk, g in gold.items() for row in test_ticker(g, tk, d)]), d)
+                t = decide_run([row for tk, g in gold.items() for row in test_ticker(g, tk, d)], gold, d)
                 any_alert[(name, kind)] += bool(t.drift.any()); tests_total[name] = len(t)
     return {name: dict(false_alarm_rate=any_alert[(name, 'no_drift')] / runs, detection_rate=any_alert[(name, 'drift')] / runs,
                        tests_per_run=tests_total[name], features=list(configs[name]['features'])) for name in configs} | dict(runs=runs, tickers=n_tickers)
@@ -275,19 +330,20 @@ def reference_alerts(ret:pd.Series, n_base:int, n_cur:int, quantile:float=0.95, 
     return (ratio > threshold).where(threshold.notna())
 
 # %% ../nbs/07_drift.ipynb #9db15625
-def _run_tests(frames:dict, d, run_date, keep:int) -> pd.DataFrame:
-    "The drift tests a run on `run_date` would have made: each ticker's last `keep` feature rows up to that date (all with calibration)."
-    rows = []
+def _run_tests(frames:dict, panel:dict, d, run_date, keep:int) -> pd.DataFrame:
+    "The drift tests a run on `run_date` would have made: each ticker's last `keep` feature rows up to that date (all with calibration), and the markets'."
+    rows = market_tests(panel, d, run_date) if d.get('method') == 'market' else []
     for t, f in frames.items():
         upto = f.iloc[:np.searchsorted(f.date.to_numpy(), np.datetime64(run_date), 'right')]
         if len(upto): rows += test_features(upto if d['calibrate'] else upto.iloc[-keep:], t, d)
-    return decide(pd.DataFrame(rows), d).assign(run_date=pd.Timestamp(run_date))
+    return follow_markets(decide(pd.DataFrame(rows), d)).assign(run_date=pd.Timestamp(run_date))
 
 def replay(frames:dict, d, run_dates, ret:pd.Series) -> Backtest:
     "Replay the drift tests of `frames` (ticker -> gold rows) on each of `run_dates`."
     keep = d['baseline_sessions'] + d['current_sessions'] + 120
     feats = {t: feature_frame(g, d['features']) for t, g in frames.items()}
-    tests = pd.concat([_run_tests(feats, d, rd, keep) for rd in run_dates], ignore_index=True)
+    panel = market_panel({t: feature_frame(g, d['market_features']) for t, g in frames.items()}, d['market_features']) if d.get('method') == 'market' else {}
+    tests = pd.concat([_run_tests(feats, panel, d, rd, keep) for rd in run_dates], ignore_index=True)
     g = tests.groupby('run_date')
     runs = pd.DataFrame({'tests': g.size(), 'testable': g.q_value.apply(lambda q: int((q < 1).sum())), 'alerts': g.drift.sum().astype(int)})
     runs = runs.reindex(pd.DatetimeIndex(run_dates, name='run_date'), fill_value=0)

@@ -17,7 +17,8 @@ from .store import Store, StoreError, TableUnreadable, changes, export_parquet, 
 from .clean import clean_panel, fx_series, Cleaned, with_local_day
 from .features import gold_panel, STATE_COLUMNS
 from .quality import bucket_facts, combine_facts, output_gate, calendar_notes
-from .drift import test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level
+from .drift import (test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level,
+                             decide_run)
 
 # %% auto #0
 __all__ = ['log', 'WATERMARK_KEY', 'RULES_KEY', 'BUCKET', 'NOISE', 'SILVER_KEY', 'REJECT_KEY', 'DERIVED', 'TransformResult',
@@ -421,7 +422,8 @@ def _drift_gold(store:Store, settings:Settings, interval:str, tickers) -> dict:
     if not d['calibrate']:
         last = store.collect(lf.select(pl.col('date').max()), 'gold', interval).item()
         if last is None: return {}
-        days = math.ceil((d['baseline_sessions'] + d['current_sessions'] + 80) * 7 / 5 * 1.2)
+        history = d['min_history'] + d['current_sessions'] if d['method'] == 'market' else 0  # the market test's own past windows
+        days = math.ceil((d['baseline_sessions'] + d['current_sessions'] + 80 + history) * 7 / 5 * 1.2)
         lf = lf.filter(pl.col('date') >= pl.lit(last - dt.timedelta(days=days)))
     g = store.collect(lf.sort('ticker', 'date'), 'gold', interval)
     return {k[0]: to_pandas(part) for k, part in g.partition_by('ticker', as_dict=True, maintain_order=True).items()}
@@ -436,12 +438,12 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     frozen = d['baseline'] == 'frozen' or (d['baseline'] == 'auto' and path.exists())
     base, meta = read_baseline(path) if frozen else (None, {})
     per_ticker = dict(tuple(base.groupby('ticker'))) if base is not None else {}
-    rows = []
-    for t, g in _drift_gold(store, settings, interval, tickers).items():
+    rows, gold = [], _drift_gold(store, settings, interval, tickers)
+    for t, g in gold.items():
         b = per_ticker.get(t, base.iloc[:0]) if base is not None else None
         if b is not None and b.empty: log.warning("%s: not in the frozen baseline %s; run `stock-nbs baseline` to include it", t, path); continue
         rows += test_ticker(g, t, d, b)
-    tests = decide(pd.DataFrame(rows), d)
+    tests = decide_run(rows, gold, d)
     roll = rollup(tests, d['retrain_share'])
     now = pd.Timestamp.now(tz='UTC')
     if len(tests): store.append('drift_tests', interval, pl.from_pandas(tests.assign(threshold=pd.to_numeric(tests.threshold), run_id=run_id, tested_at=now)), run_id)
@@ -449,7 +451,8 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     stored = save_alerts(store, interval, alerts, run_id) if len(alerts) else None
     summary = dict(status='drift' if len(alerts) else 'no drift', mode='frozen' if frozen else 'rolling',
                    baseline=f"{meta.get('window_start')}..{meta.get('window_end')} (frozen {meta.get('created_at')})" if frozen else f"the {d['baseline_sessions']} sessions before the current window",
-                   current=f"last {d['current_sessions']} sessions", method=f"KS, {'BH at q <= ' + str(d['fdr']) if d['correction'] == 'bh' else 'per-test alpha ' + str(d['fdr'])}"
+                   current=f"last {d['current_sessions']} sessions", method=(f"market test of {', '.join(d['market_features'])} against its own history at {d['calibration_quantile']}, tickers' " if d['method'] == 'market' else '')
+                           + f"KS, {'BH at q <= ' + str(d['fdr']) if d['correction'] == 'bh' else 'per-test alpha ' + str(d['fdr'])}"
                            + (', calibrated thresholds' if d['calibrate'] else ''),
                    tests=len(tests), testable=int((tests.q_value < 1).sum()) if len(tests) else 0, drifted=len(alerts),
                    retrain=roll[roll.recommendation == 'retrain'].ticker.tolist() if len(roll) else [],

@@ -122,6 +122,9 @@ def test_drift_stage_alerts_rollup_report_and_idempotence(universe, tmp_path):
     assert set(runs.run_id) == {'run-1', 'run-2'} and len(runs) == 2 * len(tests)             # every run's tests, kept
     html = (tmp_path/'reports'/'run-1_drift.html').read_text()
     assert '<h1>Drift report</h1>' in html and 'abs_return' in html and 'outline: 2px solid' in html and '<script' not in html
+    unable = int((tests.p_min > tests.threshold.astype(float))[~tests.method.isin(['ks_calibrated', 'market_calibrated'])].sum())
+    assert unable > 0 and f'{unable} tests could not have alerted' in html                 # smoothed features at 7 sessions: said, and left out
+    assert 'market:XBOM' in set(tests.ticker) and 'market:XBOM' in html                     # the market's own test
 
 
 def test_hook_receives_the_summary_as_json(universe, tmp_path):
@@ -144,7 +147,10 @@ def test_frozen_baseline_records_its_window_and_is_used(universe):
     assert rows.groupby(['ticker', 'feature']).size().max() == 60 and rows.date.max() == pd.Timestamp('2024-05-31')
     tests, roll, summary = drift_stage(cfg, cfg.universe.tickers, '1d', 'run-f')
     assert summary['mode'] == 'frozen' and '2024-05-31' in summary['baseline']
-    assert (tests.baseline_end == pd.Timestamp('2024-05-31')).all()
+    own = tests[~tests.ticker.str.startswith('market:')]
+    assert len(own) and (own.baseline_end == pd.Timestamp('2024-05-31')).all()
+    market = tests[tests.ticker.str.startswith('market:')]                 # the market's test is judged against its own past windows
+    assert (market.baseline_end > pd.Timestamp('2024-05-31')).all() and (market.method == 'market_calibrated').all()
     with pytest.raises(DriftError, match='no baseline at .*stock-nbs baseline'):
         read_baseline(baseline_path(cfg, '5m'))
 
@@ -154,7 +160,7 @@ def test_evaluation_runs_and_separates_the_configurations():
     res = evaluate(s.drift, s.features, runs=3, n_tickers=20, progress=False)
     assert res['seeds_raw']['false_alarm_rate'] == 1.0                  # the seeds' raw test alarms on drift-free data
     assert res['default']['false_alarm_rate'] == 0.0 and res['default']['detection_rate'] >= 2 / 3
-    assert res['default']['tests_per_run'] == 20 * 6
+    assert res['default']['tests_per_run'] == 20 * 6 + 1                # and the market's own test
 
 
 def test_backtest_replays_only_past_data_sees_an_onset_and_reports_it(tmp_path):

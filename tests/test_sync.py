@@ -146,7 +146,7 @@ def test_retries_bring_a_flaky_database_through(built, tmp_path, pg_url, monkeyp
 def test_drift_alerts_sync_idempotently(built, tmp_path, pg_url):
     cfg = fresh(built, tmp_path)
     from stock_nbs.pipeline import drift_stage
-    cfg2 = load_settings(None, env={}, overrides={'universe.tickers': TICKERS, 'storage.data_dir': str(cfg.data_dir), 'drift.fdr': '0.5', 'drift.correction': 'none'})
+    cfg2 = load_settings(None, env={}, overrides={'universe.tickers': TICKERS, 'storage.data_dir': str(cfg.data_dir), 'drift.fdr': '0.5', 'drift.correction': 'none', 'drift.method': 'ks'})
     tests, roll, summary = drift_stage(cfg2, TICKERS.split(), '1d', 'run-a')
     assert summary['drifted'] > 0
     sec = Secrets({'DATABASE_URL': pg_url})
@@ -206,7 +206,7 @@ def test_rest_path_batches_upserts_with_on_conflict_and_retries(built, tmp_path,
     PostgREST.log = []
     assert sync(cfg, sec).sent == 0 and PostgREST.log == []                 # same change detection: nothing to send
     from stock_nbs.pipeline import drift_stage
-    loose = load_settings(None, env={}, overrides={'universe.tickers': TICKERS, 'storage.data_dir': str(cfg.data_dir), 'drift.fdr': '0.5', 'drift.correction': 'none'})
+    loose = load_settings(None, env={}, overrides={'universe.tickers': TICKERS, 'storage.data_dir': str(cfg.data_dir), 'drift.fdr': '0.5', 'drift.correction': 'none', 'drift.method': 'ks'})
     n_alerts = drift_stage(loose, TICKERS.split(), '1d', 'run-r')[2]['drifted']
     assert n_alerts > 0 and sync(loose, sec).alerts == n_alerts             # drift alerts go the REST way too
     al = [c for c in PostgREST.log if c['path'] == '/rest/v1/model_health_alerts']
