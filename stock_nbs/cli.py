@@ -14,8 +14,8 @@ from .store import Store, export_parquet, maintain, migrate_store
 
 # %% auto #0
 __all__ = ['cmd_ingest', 'cmd_transform', 'cmd_run', 'cmd_status', 'cmd_baseline', 'cmd_drift_backtest', 'cmd_drift_eval',
-           'cmd_sync', 'cmd_db', 'dashboard_command', 'cmd_dashboard', 'cmd_settings', 'ini_text', 'cmd_maintain',
-           'cmd_migrate_store', 'main']
+           'cmd_sync', 'cmd_db', 'dashboard_command', 'cmd_dashboard', 'cmd_serve', 'cmd_settings', 'ini_text',
+           'cmd_maintain', 'cmd_migrate_store', 'main']
 
 # %% ../nbs/10_cli.ipynb #b7230f3a
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     da.add_argument('--port', type=int, default=8866, help='port (default 8866)')
     da.add_argument('--ip', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine only)')
     sub.add_parser('settings', parents=[common], help='show the settings in force and where each value comes from')
+    sv = sub.add_parser('serve', parents=[common], help='serve the REST API (FastAPI under uvicorn); keys from STOCK_NBS_API_KEYS')
+    sv.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine only)')
+    sv.add_argument('--port', type=int, default=8000, help='port (default 8000)')
     mt = sub.add_parser('maintain', parents=[common], help="compact the tables' small files and vacuum versions no kept run needs")
     mt.add_argument('--interval', choices=INTERVALS, action='append', help='only these intervals (default: every interval with tables)')
     sub.add_parser('migrate-store', parents=[common], help='convert a data root of the old per-ticker Parquet layout into Delta tables (once), then rebuild')
@@ -237,7 +240,7 @@ def _port_free(ip:str, port:int):
     import socket
     with socket.socket() as s:
         try: s.bind((ip, port))
-        except OSError as e: raise StockNbsError(f"cannot serve the dashboard on {ip}:{port} ({e.strerror}); stop what uses it or pass --port N") from None
+        except OSError as e: raise StockNbsError(f"cannot listen on {ip}:{port} ({e.strerror}); stop what uses it or pass --port N") from None
 
 def cmd_dashboard(a) -> int:
     "`stock-nbs dashboard`: run Voila until interrupted."
@@ -247,6 +250,16 @@ def cmd_dashboard(a) -> int:
     _port_free(a.ip, a.port)  # Voila would otherwise move to another port, and the URL printed here would be someone else's
     print(f"dashboard: http://{a.ip}:{a.port}/  (settings {settings.path or 'built-in defaults'}; Ctrl-C stops it)", flush=True)
     return subprocess.call(cmd, env=env)
+
+def cmd_serve(a) -> int:
+    "`stock-nbs serve`: the REST API until interrupted."
+    from stock_nbs.api import serve, api_keys
+    settings = load_settings(a.settings)
+    if a.settings: os.environ['STOCK_NBS_SETTINGS'] = str(settings.path)  # the app finds its settings as the readers do
+    if not api_keys(settings): print("warning: no API key configured (STOCK_NBS_API_KEYS); every endpoint but /health answers 503", file=sys.stderr)
+    _port_free(a.host, a.port)
+    serve(a.host, a.port)
+    return 0
 
 def cmd_settings(a) -> int:
     "`stock-nbs settings`: every value in force and where it comes from."
@@ -306,7 +319,7 @@ def main(argv=None) -> int:
     "Entry point of `stock-nbs`; errors caused by input print one clear message and exit 2."
     a = _parser().parse_args(argv)
     commands = {'run': cmd_run, 'status': cmd_status, 'ingest': cmd_ingest, 'transform': cmd_transform, 'baseline': cmd_baseline,
-                'drift-eval': cmd_drift_eval, 'drift-backtest': cmd_drift_backtest, 'sync': cmd_sync, 'db': cmd_db, 'dashboard': cmd_dashboard, 'settings': cmd_settings,
+                'drift-eval': cmd_drift_eval, 'drift-backtest': cmd_drift_backtest, 'serve': cmd_serve, 'sync': cmd_sync, 'db': cmd_db, 'dashboard': cmd_dashboard, 'settings': cmd_settings,
                 'maintain': cmd_maintain, 'migrate-store': cmd_migrate_store}
     sys.stdout, sys.stderr = _Scrubbed(sys.stdout, a), _Scrubbed(sys.stderr, a)  # nothing the command prints can show a secret
     try: return commands[a.command](a)

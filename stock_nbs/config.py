@@ -437,7 +437,7 @@ def load_settings(path=None, overrides:dict|None=None, env=None) -> Settings:
     return Settings(values, path, origins)
 
 # %% ../nbs/00_config.ipynb #4710fbc9
-SECRET_NAMES = ('DATABASE_URL', 'SUPABASE_URL', 'SUPABASE_KEY', 'PGPASSWORD')
+SECRET_NAMES = ('DATABASE_URL', 'SUPABASE_URL', 'SUPABASE_KEY', 'PGPASSWORD', 'STOCK_NBS_API_KEYS')
 
 class Secrets:
     "Secret values by name; repr and str show only which ones are set."
@@ -450,6 +450,7 @@ class Secrets:
         "Every text that must never be printed: the masked values, their passwords in each spelling, as JSON and HTML escape them; longest first."
         raw = {v for k, v in self._values.items() if k in MASKED_NAMES}
         raw |= {f for k, v in self._values.items() if k == 'DATABASE_URL' for f in dsn_passwords(v)}
+        raw |= {x.strip() for k, v in self._values.items() if k == 'STOCK_NBS_API_KEYS' for x in v.split(',') if x.strip()}
         out = {e for s in raw if len(s) >= MIN_MASKED for e in (s, json.dumps(s)[1:-1], html.escape(s), quote(s, safe=''))}
         return sorted(out, key=len, reverse=True)
 
@@ -462,7 +463,7 @@ def load_secrets(settings:Settings|Path|None=None, env=None) -> Secrets:
     return Secrets({n: env.get(n) or dotenv.get(n) for n in SECRET_NAMES})
 
 # %% ../nbs/00_config.ipynb #99eee099
-MASKED_NAMES, MIN_MASKED, MASK = ('DATABASE_URL', 'SUPABASE_KEY', 'PGPASSWORD'), 4, '***'
+MASKED_NAMES, MIN_MASKED, MASK = ('DATABASE_URL', 'SUPABASE_KEY', 'PGPASSWORD', 'STOCK_NBS_API_KEYS'), 4, '***'
 _AS_PASSWORD = [  # where a password stands in a connection string, whether or not we know it
     (re.compile(r"(://[^:/@\s]*:)([^@\s]+)(@)"), r"\1***\3"),
     (re.compile(r"([?&]password=)([^&\s'\"]+)", re.I), r"\1***"),

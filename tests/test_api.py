@@ -1,0 +1,117 @@
+"""The REST API through real HTTP: `stock-nbs serve` (uvicorn) started by the test on a free port, spoken to with httpx."""
+import io, os, socket, subprocess, sys, time
+import pandas as pd, polars as pl, pyarrow as pa
+import httpx
+import pytest
+from conftest import CLI, run_cli
+from stock_nbs import load_features
+from stock_nbs.config import load_settings
+
+KEY = 'test-key-8f3a2c'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    "A data root after one daily run, served by `stock-nbs serve` on 127.0.0.1."
+    root = tmp_path_factory.mktemp('api')
+    ini = root/'settings.ini'
+    ini.write_text("[universe]\ntickers = TCS.NS INFY.NS AAPL USDINR=X\n[source]\nkind = synthetic\nstart = 2023-01-01\n"
+                   "[quality]\nmin_rows = 100\n[storage]\ndata_dir = data\n")
+    run_cli('run', '--settings', ini, '--date', '2024-06-28', check=0)
+    port = free_port()
+    env = {**os.environ, 'STOCK_NBS_API_KEYS': f'other-key,{KEY}', 'DATABASE_URL': 'postgresql://u:Db-s3cret-pw@127.0.0.1:1/x'}
+    p = subprocess.Popen([*CLI, 'serve', '--settings', str(ini), '--port', str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f'http://127.0.0.1:{port}'
+    for _ in range(200):
+        try:
+            if httpx.get(f'{url}/health').status_code == 200: break
+        except httpx.TransportError: time.sleep(0.05)
+    yield url, load_settings(ini, env={}), p
+    p.terminate(); p.wait(10)
+
+
+def get(url, path, key=KEY, headers=None, **kw):
+    return httpx.get(url + path, headers=({'X-API-Key': key} if key else {}) | (headers or {}), timeout=30, **kw)
+
+
+def test_health_is_open_and_everything_else_needs_a_key(server):
+    url, cfg, p = server
+    assert get(url, '/health', key=None).json() == {'status': 'ok'}
+    for path in ('/tickers', '/features', '/runs', '/mlops/system-health', '/mlops/pipeline-metrics', '/mlops/data-quality/TCS.NS'):
+        assert get(url, path, key=None).status_code == 401, path
+        assert get(url, path, key='wrong').status_code == 401, path
+    assert get(url, '/tickers').status_code == 200 and get(url, '/tickers', key='other-key').status_code == 200
+
+
+def test_features_pages_equal_load_features_as_json_csv_and_arrow(server):
+    url, cfg, p = server
+    want = load_features(['TCS.NS', 'AAPL'], start='2024-01-01', columns=['close', 'rsi_14', 'macd'], settings=cfg, engine='polars')
+    params = {'tickers': 'TCS.NS,AAPL', 'start': '2024-01-01', 'columns': 'close,rsi_14,macd', 'limit': 50}
+    pages, cursor = [], None
+    while True:                                                                   # Arrow pages, cursor by cursor
+        r = get(url, '/features', params=params | ({'cursor': cursor} if cursor else {}), headers={'Accept': 'application/vnd.apache.arrow.stream'})
+        assert r.status_code == 200 and r.headers['content-type'] == 'application/vnd.apache.arrow.stream'
+        pages.append(pl.from_arrow(pa.ipc.open_stream(r.content).read_all()))
+        cursor = r.headers.get('x-next-cursor')
+        if not cursor: break
+    got = pl.concat(pages)
+    assert len(pages) == -(-len(want) // 50) and got.equals(want)              # every row once, to the bit
+    js = get(url, '/features', params=params | {'limit': 100000}).json()
+    assert js['count'] == len(want) and js['next_cursor'] is None and js['rows'][0]['ticker'] == 'AAPL'
+    csv = pd.read_csv(io.StringIO(get(url, '/features', params=params | {'limit': 100000}, headers={'Accept': 'text/csv'}).text))
+    assert list(csv.columns) == ['ticker', 'date', 'close', 'rsi_14', 'macd'] and len(csv) == len(want)
+
+
+def test_bad_parameters_get_422_naming_them_and_unknown_tickers_404(server):
+    url, cfg, p = server
+    r = get(url, '/features', params={'start': '28/06/2024'})
+    assert r.status_code == 422 and 'start' in r.json()['detail']
+    r = get(url, '/features', params={'limit': 10**7})
+    assert r.status_code == 422 and 'limit' in str(r.json()['detail'])
+    r = get(url, '/features', params={'columns': 'close,rsi_99'})
+    assert r.status_code == 422 and 'rsi_99' in r.json()['detail']
+    r = get(url, '/features', params={'cursor': 'not-ours'})
+    assert r.status_code == 422 and 'cursor' in r.json()['detail']
+    r = get(url, '/features', params={'tickers': 'tcs.ns'})
+    assert r.status_code == 404 and 'did you mean TCS.NS' in r.json()['detail']
+    assert get(url, '/mlops/data-quality/NOPE.NS').status_code == 404 and get(url, '/runs/nope').status_code == 404
+
+
+def test_runs_quality_drift_and_health_come_from_the_run(server):
+    url, cfg, p = server
+    runs = get(url, '/runs').json()['runs']
+    assert len(runs) == 1 and runs[0]['run_date'] == '2024-06-28'
+    one = get(url, f"/runs/{runs[0]['run_id']}").json()
+    assert one['manifest']['run_id'] == runs[0]['run_id'] and one['report'].endswith('.html')
+    q = get(url, '/mlops/data-quality/TCS.NS').json()
+    assert q['ticker'] == 'TCS.NS' and 0 <= q['quality_score'] <= 100
+    d = get(url, '/mlops/drift-detection/TCS.NS').json()
+    assert d['ticker'] == 'TCS.NS' and d['recommendation'] in ('ok', 'watch', 'retrain') and {t['feature'] for t in d['tests']} >= {'daily_return', 'rsi_14'}
+    h = get(url, '/mlops/system-health').json()
+    assert h['last_run']['run_id'] == runs[0]['run_id'] and h['database'] == 'configured' and 0 <= h['health_score'] <= 100
+    m = get(url, '/mlops/pipeline-metrics').json()
+    assert m['runs'] == 1 and m['success_rate'] > 0 and m['gold_rows'] > 0
+    t = get(url, '/tickers').json()['tickers']
+    assert [x['ticker'] for x in t] == ['AAPL', 'INFY.NS', 'TCS.NS', 'USDINR=X']
+
+
+def test_no_secret_in_any_response_or_the_server_log_and_it_says_where_it_listens(server):
+    url, cfg, p = server
+    bodies = [get(url, path).text for path in ('/mlops/system-health', '/runs', '/mlops/pipeline-metrics', '/openapi.json')]
+    bodies += [get(url, '/features', params={'tickers': 'TCS.NS'}, key='wrong').text]
+    assert not any(s in b for b in bodies for s in ('Db-s3cret-pw', KEY, 'other-key'))
+    p.terminate(); out, err = p.communicate(timeout=10)
+    assert 'http://127.0.0.1:' in out and 'this machine only' in out
+    assert not any(s in out + err for s in ('Db-s3cret-pw', KEY, 'other-key'))
+
+
+def test_serve_refuses_a_busy_port_and_warns_without_keys(tmp_path):
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); s.listen()
+        r = run_cli('serve', '--port', s.getsockname()[1], check=2)
+    assert 'cannot listen on 127.0.0.1' in r.stderr and 'no API key configured' in r.stderr
