@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #f9ac5b63
 from __future__ import annotations
-import argparse, io, json, logging, os, sys, datetime as dt
+import argparse, io, json, logging, os, re, sys, datetime as dt
 from pathlib import Path
 import pandas as pd
 from .config import StockNbsError, Settings, load_settings, load_secrets, find_settings, scrub, SPEC, SOURCE_KINDS, INTERVALS, _tickers
@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument('--tickers', metavar='T[,T...]', help='only these tickers; default [universe] tickers')
     run.add_argument('--interval', choices=INTERVALS, help='override [source] interval (intraday runs use their own layers)')
     run.add_argument('--sync', action='store_true', help='sync the gold rows to PostgreSQL/Supabase')
+    run.add_argument('--run-id', help=argparse.SUPPRESS)  # given by the API, which answers with it before the run starts
     st = sub.add_parser('status', parents=[common], help='the last runs: date, status, durations, failures')
     st.add_argument('-n', '--last', type=int, default=10, metavar='N', help='how many runs (default 10)')
     bl = sub.add_parser('baseline', parents=[common], help='freeze the drift baseline: each ticker\'s monitored features over a window of sessions')
@@ -151,7 +152,8 @@ def cmd_run(a) -> int:
     from stock_nbs.run import execute_run
     settings = load_settings(a.settings, {'source.kind': a.source, 'source.interval': a.interval})
     tickers, run_date = _tickers_option(a.tickers), _run_date(a.date)
-    out = execute_run(settings, run_date, tickers, a.source, a.interval, a.sync)
+    if a.run_id and not re.fullmatch(r'[0-9A-Za-z_.\-]{1,80}', a.run_id): raise StockNbsError(f"--run-id {a.run_id!r}: letters, digits, '_', '.', '-' only")
+    out = execute_run(settings, run_date, tickers, a.source, a.interval, a.sync, a.run_id)
     print(out.summary())
     return 0 if out.ok else 1
 

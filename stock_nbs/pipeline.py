@@ -516,7 +516,7 @@ def _open(self:DailyRun) -> DailyRun:
     fh.setFormatter(ScrubbingFormatter(load_secrets(self.settings))); fh.setLevel(logging.INFO)
     root = logging.getLogger('stock_nbs'); root.addHandler(fh); root.setLevel(min(root.level or logging.INFO, logging.INFO))
     self._stack.callback(lambda: (root.removeHandler(fh), fh.close()))
-    self._stack.enter_context(store.lock(self.settings.storage.lock_timeout_seconds))
+    self._stack.enter_context(store.lock(self.settings.storage.lock_timeout_seconds, run_id=self.run_id))
     self.read_versions = store.versions(self.interval)
     log.info("run %s: %s %d tickers up to %s from %s", self.run_id, self.interval, len(self.tickers), self.run_date.date(), self.source)
     return self

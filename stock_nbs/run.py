@@ -113,13 +113,13 @@ def failed_manifest(folder:Path, params:dict, started:dt.datetime, error:str|Non
     return m
 
 # %% ../nbs/11_run.ipynb #cb0bef46
-def execute_run(settings:Settings, run_date=None, tickers=None, source=None, interval=None, sync:bool=False) -> RunOutcome:
+def execute_run(settings:Settings, run_date=None, tickers=None, source=None, interval=None, sync:bool=False, run_id:str|None=None) -> RunOutcome:
     "Execute the daily-run notebook for these parameters; render its report; the outcome."
     import papermill as pm
     from traitlets.config import Config
     interval, secrets = interval or settings.source.interval, load_secrets(settings)
     run_date = check_run_date(run_date or dt.date.today()).date()  # refused here, before a kernel starts
-    run_id, started = new_run_id(run_date, interval), dt.datetime.now(dt.timezone.utc)
+    run_id, started = run_id or new_run_id(run_date, interval), dt.datetime.now(dt.timezone.utc)
     folder = Path(settings.run.runs_dir)/run_id; folder.mkdir(parents=True, exist_ok=True)
     out, error = folder/'daily_run.ipynb', None
     params = dict(run_date=str(run_date), tickers=tickers, source=source, interval=interval, sync=bool(sync),

@@ -255,8 +255,8 @@ def _holder(self:Store) -> str:
     return f"pid {h.get('pid')} on {h.get('host')} since {h.get('since')} ({h.get('command')})"
 
 @contextmanager
-def _lock(self:Store, timeout:float=0):
-    "Hold the data root's lock for the duration of the block; raise `StoreError` if another run holds it."
+def _lock(self:Store, timeout:float=0, **note):
+    "Hold the data root's lock for the duration of the block (`note`: more to record about the holder, e.g. its run id); raise `StoreError` if another run holds it."
     self.ensure_writable()
     lock = FileLock(self.root/LOCK_NAME, timeout=timeout, is_singleton=False, thread_local=False)
     try: lock.acquire()
@@ -266,14 +266,24 @@ def _lock(self:Store, timeout:float=0):
     record = self.root/f'{LOCK_NAME}.json'
     try:
         if record.exists(): self.recover(self._holder())  # its last holder died holding it: clear what its writes left
-        info = dict(pid=os.getpid(), host=socket.gethostname(), since=dt.datetime.now().isoformat(timespec='seconds'), command=' '.join(sys.argv[:3]))
+        info = dict(pid=os.getpid(), host=socket.gethostname(), since=dt.datetime.now().isoformat(timespec='seconds'), command=' '.join(sys.argv[:3]), **note)
         record.write_text(json.dumps(info))
         log.info("lock on %s acquired by pid %d", self.root, os.getpid())
         yield self
     finally:
         record.unlink(missing_ok=True)  # (not reached when the holder is killed: the next holder then recovers)
         lock.release(); log.info("lock on %s released by pid %d", self.root, os.getpid())
-Store._holder, Store.lock = _holder, _lock
+def _held_by(self:Store) -> dict|None:
+    "The record of the process holding the data root's lock (None: nobody holds it); the lock is only tried, never kept."
+    lock = FileLock(self.root/LOCK_NAME, timeout=0, is_singleton=False, thread_local=False)
+    if not self.root.is_dir(): return None
+    try: lock.acquire()
+    except Timeout:
+        try: return json.loads((self.root/f'{LOCK_NAME}.json').read_text())
+        except (OSError, ValueError): return {'pid': None}
+    lock.release()
+    return None
+Store._holder, Store.lock, Store.held_by = _holder, _lock, _held_by
 
 # %% ../nbs/02_store.ipynb #a1996e75
 @dataclass

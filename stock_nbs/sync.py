@@ -96,11 +96,11 @@ def redact(url:str) -> str:
     host = d.get('host') or d.get('hostaddr') or 'localhost'
     return f"postgresql://{d['user'] + '@' if d.get('user') else ''}{host}{':' + d['port'] if d.get('port') else ''}/{d.get('dbname', '')}"
 
-def connect(url:str):
+def connect(url:str, timeout:int=10):
     "A psycopg connection; `DatabaseUnreachable` (retried by sync) or `SyncError` naming the target without its password."
     import psycopg
     target = redact(url)
-    try: return psycopg.connect(url, connect_timeout=10, autocommit=False)
+    try: return psycopg.connect(url, connect_timeout=timeout, autocommit=False)
     except psycopg.OperationalError as e: raise DatabaseUnreachable(f"cannot connect to {target}: {_driver_text(e, url)}") from None
     except psycopg.Error as e: raise SyncError(f"cannot connect to {target}: {_driver_text(e, url)}") from None
 

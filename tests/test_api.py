@@ -87,27 +87,18 @@ def test_runs_quality_drift_and_health_come_from_the_run(server):
     runs = get(url, '/runs').json()['runs']
     assert len(runs) == 1 and runs[0]['run_date'] == '2024-06-28'
     one = get(url, f"/runs/{runs[0]['run_id']}").json()
-    assert one['manifest']['run_id'] == runs[0]['run_id'] and one['report'].endswith('.html')
+    assert one['manifest']['run_id'] == runs[0]['run_id'] and one['report'] == f"/runs/{runs[0]['run_id']}/report"
+    assert '<html' in get(url, one['report']).text and get(url, one['report'], key=None).status_code == 401
     q = get(url, '/mlops/data-quality/TCS.NS').json()
     assert q['ticker'] == 'TCS.NS' and 0 <= q['quality_score'] <= 100
     d = get(url, '/mlops/drift-detection/TCS.NS').json()
     assert d['ticker'] == 'TCS.NS' and d['recommendation'] in ('ok', 'watch', 'retrain') and {t['feature'] for t in d['tests']} >= {'daily_return', 'rsi_14'}
     h = get(url, '/mlops/system-health').json()
-    assert h['last_run']['run_id'] == runs[0]['run_id'] and h['database'] == 'configured' and 0 <= h['health_score'] <= 100
+    assert h['last_run']['run_id'] == runs[0]['run_id'] and h['database'].startswith('unreachable: cannot connect to postgresql://u@127.0.0.1:1/x') and 0 <= h['health_score'] <= 100
     m = get(url, '/mlops/pipeline-metrics').json()
     assert m['runs'] == 1 and m['success_rate'] > 0 and m['gold_rows'] > 0
     t = get(url, '/tickers').json()['tickers']
     assert [x['ticker'] for x in t] == ['AAPL', 'INFY.NS', 'TCS.NS', 'USDINR=X']
-
-
-def test_no_secret_in_any_response_or_the_server_log_and_it_says_where_it_listens(server):
-    url, cfg, p = server
-    bodies = [get(url, path).text for path in ('/mlops/system-health', '/runs', '/mlops/pipeline-metrics', '/openapi.json')]
-    bodies += [get(url, '/features', params={'tickers': 'TCS.NS'}, key='wrong').text]
-    assert not any(s in b for b in bodies for s in ('Db-s3cret-pw', KEY, 'other-key'))
-    p.terminate(); out, err = p.communicate(timeout=10)
-    assert 'http://127.0.0.1:' in out and 'this machine only' in out
-    assert not any(s in out + err for s in ('Db-s3cret-pw', KEY, 'other-key'))
 
 
 def test_serve_refuses_a_busy_port_and_warns_without_keys(tmp_path):
@@ -115,3 +106,45 @@ def test_serve_refuses_a_busy_port_and_warns_without_keys(tmp_path):
         s.bind(('127.0.0.1', 0)); s.listen()
         r = run_cli('serve', '--port', s.getsockname()[1], check=2)
     assert 'cannot listen on 127.0.0.1' in r.stderr and 'no API key configured' in r.stderr
+
+
+def test_a_run_started_over_http_runs_once_and_is_polled_to_its_end(server):
+    url, cfg, p = server
+    post = lambda body: httpx.post(url + '/run-pipeline', json=body, headers={'X-API-Key': KEY}, timeout=30)
+    assert post({'run_date': '2999-01-01'}).status_code == 422 and 'run_date' in post({'run_date': '2999-01-01'}).text
+    assert post({'tickers': ['tcs.ns']}).status_code == 422
+    first = post({'run_date': '2024-07-01'})
+    assert first.status_code == 202
+    run_id = first.json()['run_id']
+    second = post({})
+    assert second.status_code == 409 and second.json()['detail']['running'] == run_id       # one run at a time, and which one
+    for _ in range(300):
+        r = get(url, f'/runs/{run_id}')
+        if r.status_code == 200 and 'manifest' in r.json(): break
+        assert r.status_code == 200 and r.json()['status'] == 'running'
+        time.sleep(0.2)
+    m = r.json()['manifest']
+    assert m['run_id'] == run_id and m['status'] == 'ok' and m['parameters']['run_date'] == '2024-07-01'
+
+
+def test_docs_work_offline_latest_says_what_to_do_and_bodies_are_bounded(server):
+    url, cfg, p = server
+    docs = get(url, '/docs', key=None).text
+    assert '/docs-assets/swagger-ui-bundle.js' in docs and 'cdn' not in docs
+    assert get(url, '/docs-assets/swagger-ui-bundle.js', key=None).status_code == 200
+    latest = get(url, '/supabase/latest')                                       # the configured database is down
+    assert latest.status_code == 503 and 'stock-nbs db migrate' in latest.text and 'Db-s3cret-pw' not in latest.text
+    assert get(url, '/mlops/system-health').json()['database'].startswith('unreachable')
+    big = httpx.post(url + '/run-pipeline', content=b'{' + b' ' * 100_000 + b'}', headers={'X-API-Key': KEY, 'Content-Type': 'application/json'})
+    assert big.status_code == 413
+
+
+def test_no_secret_in_any_response_or_the_server_log_and_it_says_where_it_listens(server):
+    "(Last in the module: it stops the server to read its output.)"
+    url, cfg, p = server
+    bodies = [get(url, path).text for path in ('/mlops/system-health', '/runs', '/mlops/pipeline-metrics', '/openapi.json')]
+    bodies += [get(url, '/features', params={'tickers': 'TCS.NS'}, key='wrong').text]
+    assert not any(s in b for b in bodies for s in ('Db-s3cret-pw', KEY, 'other-key'))
+    p.terminate(); out, err = p.communicate(timeout=10)
+    assert 'http://127.0.0.1:' in out and 'this machine only' in out
+    assert not any(s in out + err for s in ('Db-s3cret-pw', KEY, 'other-key'))
