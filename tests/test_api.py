@@ -50,8 +50,8 @@ def test_health_is_open_and_everything_else_needs_a_key(server):
 
 def test_features_pages_equal_load_features_as_json_csv_and_arrow(server):
     url, cfg, p = server
-    want = load_features(['TCS.NS', 'AAPL'], start='2024-01-01', columns=['close', 'rsi_14', 'macd'], settings=cfg, engine='polars')
-    params = {'tickers': 'TCS.NS,AAPL', 'start': '2024-01-01', 'columns': 'close,rsi_14,macd', 'limit': 50}
+    want = load_features(settings=cfg, engine='polars')                          # the whole dataset, every column
+    params = {'limit': 500}
     pages, cursor = [], None
     while True:                                                                   # Arrow pages, cursor by cursor
         r = get(url, '/features', params=params | ({'cursor': cursor} if cursor else {}), headers={'Accept': 'application/vnd.apache.arrow.stream'})
@@ -60,11 +60,14 @@ def test_features_pages_equal_load_features_as_json_csv_and_arrow(server):
         cursor = r.headers.get('x-next-cursor')
         if not cursor: break
     got = pl.concat(pages)
-    assert len(pages) == -(-len(want) // 50) and got.equals(want)              # every row once, to the bit
-    js = get(url, '/features', params=params | {'limit': 100000}).json()
-    assert js['count'] == len(want) and js['next_cursor'] is None and js['rows'][0]['ticker'] == 'AAPL'
-    csv = pd.read_csv(io.StringIO(get(url, '/features', params=params | {'limit': 100000}, headers={'Accept': 'text/csv'}).text))
-    assert list(csv.columns) == ['ticker', 'date', 'close', 'rsi_14', 'macd'] and len(csv) == len(want)
+    assert got.select('ticker', 'date').is_duplicated().sum() == 0             # every row once, to the bit
+    assert len(pages) == -(-len(want) // 500) and got.equals(want)
+    some = {'tickers': 'TCS.NS,AAPL', 'start': '2024-01-01', 'columns': 'close,rsi_14,macd', 'limit': 100000}
+    part = load_features(['TCS.NS', 'AAPL'], start='2024-01-01', columns=['close', 'rsi_14', 'macd'], settings=cfg)
+    js = get(url, '/features', params=some).json()
+    assert js['count'] == len(part) and js['next_cursor'] is None and js['rows'][0]['ticker'] == 'AAPL' and list(js['rows'][0]) == list(part.columns)
+    csv = pd.read_csv(io.StringIO(get(url, '/features', params=some, headers={'Accept': 'text/csv'}).text))
+    assert list(csv.columns) == ['ticker', 'date', 'close', 'rsi_14', 'macd'] and len(csv) == len(part)
 
 
 def test_bad_parameters_get_422_naming_them_and_unknown_tickers_404(server):
@@ -125,6 +128,7 @@ def test_a_run_started_over_http_runs_once_and_is_polled_to_its_end(server):
         time.sleep(0.2)
     m = r.json()['manifest']
     assert m['run_id'] == run_id and m['status'] == 'ok' and m['parameters']['run_date'] == '2024-07-01'
+    assert run_id in [x['run_id'] for x in get(url, '/runs').json()['runs']]
 
 
 def test_docs_work_offline_latest_says_what_to_do_and_bodies_are_bounded(server):
@@ -140,7 +144,7 @@ def test_docs_work_offline_latest_says_what_to_do_and_bodies_are_bounded(server)
 
 
 def test_no_secret_in_any_response_or_the_server_log_and_it_says_where_it_listens(server):
-    "(Last in the module: it stops the server to read its output.)"
+    "(It stops the module's server to read its output: the tests after it start their own.)"
     url, cfg, p = server
     bodies = [get(url, path).text for path in ('/mlops/system-health', '/runs', '/mlops/pipeline-metrics', '/openapi.json')]
     bodies += [get(url, '/features', params={'tickers': 'TCS.NS'}, key='wrong').text]
@@ -148,3 +152,25 @@ def test_no_secret_in_any_response_or_the_server_log_and_it_says_where_it_listen
     p.terminate(); out, err = p.communicate(timeout=10)
     assert 'http://127.0.0.1:' in out and 'this machine only' in out
     assert not any(s in out + err for s in ('Db-s3cret-pw', KEY, 'other-key'))
+
+
+def test_latest_comes_from_the_database_when_one_is_configured(server, tmp_path, pg_url):
+    url0, cfg, p0 = server
+    from stock_nbs.config import Secrets
+    from stock_nbs.sync import sync
+    sync(cfg, Secrets({'DATABASE_URL': pg_url}))
+    port = free_port()
+    p = subprocess.Popen([*CLI, 'serve', '--settings', str(cfg.path), '--port', str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, 'STOCK_NBS_API_KEYS': KEY, 'DATABASE_URL': pg_url})
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f'http://127.0.0.1:{port}/health').status_code == 200: break
+            except httpx.TransportError: time.sleep(0.05)
+        latest = get(f'http://127.0.0.1:{port}', '/supabase/latest').json()
+        local = load_features(settings=cfg).sort_values('date').groupby('ticker').tail(1).sort_values('ticker')
+        assert latest['source'] == 'database' and [r['ticker'] for r in latest['rows']] == local.ticker.tolist()
+        assert [r['date'] for r in latest['rows']] == [d.strftime('%Y-%m-%d') for d in local.date]
+        assert get(f'http://127.0.0.1:{port}', '/mlops/system-health').json()['database'] == 'ok'
+    finally:
+        p.terminate(); p.wait(10)

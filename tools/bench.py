@@ -2,7 +2,7 @@
 
 On a synthetic market of N tickers x 10 years (default 5,000): the full rebuild and an incremental day (one new bar
 per ticker) of both, as ratios; that the day equals a full rebuild of the same day; load_features latencies; and
-the default daily run end to end. Each step runs in its own process, so its peak memory is its own. Writes
+the default daily run end to end; the REST API under 20 concurrent clients. Each step runs in its own process, so its peak memory is its own. Writes
 reports/bench.json and reports/bench.md. Speed is measured here, never asserted in tests.
 """
 import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time
@@ -54,6 +54,8 @@ def step(name, root, n):
         t0 = time.perf_counter(); transform(s, progress=False, today=DAY, full=True); out['seconds'] = time.perf_counter() - t0
     elif name == 'reads':
         out.update(reads(s))
+    elif name == 'api':
+        out.update(api_load(root, s))
     out['rss_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     return out
 
@@ -68,6 +70,38 @@ def reads(s):
     one, n1 = best(lambda: load_features('B0100.NS', '2024-01-01', '2024-12-31', settings=s))
     month, n2 = best(lambda: load_features(start='2025-10-01', end='2025-10-31', settings=s))
     return dict(one_ticker_year_ms=one * 1000, one_ticker_year_rows=n1, all_month_s=month, all_month_rows=n2)
+
+
+def api_load(root, s, clients=20, total=10_000):
+    "`stock-nbs serve` on 127.0.0.1 under `clients` concurrent clients: requests per second and latencies of /features (one ticker-year, 90% of `total` requests) and /mlops/system-health (10%); the server's memory after them."
+    import asyncio, socket, httpx, psutil
+    ini = root.parent/'api_settings.ini'
+    ini.write_text(f"[universe]\ntickers = {' '.join(s.universe.tickers)}\n[source]\nkind = synthetic\n[storage]\ndata_dir = {root}\n")
+    with socket.socket() as k: k.bind(('127.0.0.1', 0)); port = k.getsockname()[1]
+    env = {**os.environ, 'STOCK_NBS_API_KEYS': 'bench-key'}
+    server = subprocess.Popen([str(Path(sys.executable).with_name('stock-nbs')), 'serve', '--settings', str(ini), '--port', str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f'http://127.0.0.1:{port}'
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + '/health').status_code == 200: break
+            except httpx.TransportError: time.sleep(0.05)
+        async def load(path, params, count):
+            lat = []
+            async with httpx.AsyncClient(base_url=url, headers={'X-API-Key': 'bench-key'}, timeout=120) as c:
+                async def worker(k):
+                    for _ in range(k):
+                        t0 = time.perf_counter(); r = await c.get(path, params=params); lat.append(time.perf_counter() - t0)
+                        if r.status_code != 200: raise RuntimeError(f"{path}: {r.status_code} {r.text[:200]}")
+                t0 = time.perf_counter(); await asyncio.gather(*[worker(count // clients) for _ in range(clients)]); wall = time.perf_counter() - t0
+            ms = sorted(x * 1000 for x in lat)
+            return dict(requests=len(lat), clients=clients, rps=len(lat) / wall, p50_ms=ms[len(ms) // 2], p99_ms=ms[int(len(ms) * 0.99) - 1])
+        feats = asyncio.run(load('/features', {'tickers': 'B0100.NS', 'start': '2024-01-01', 'end': '2024-12-31'}, int(total * 0.9)))
+        health = asyncio.run(load('/mlops/system-health', {}, int(total * 0.1)))
+        return dict(features_one_ticker_year=feats, system_health=health, server_rss_mb_after=psutil.Process(server.pid).memory_info().rss / 1e6)
+    finally:
+        server.terminate(); server.wait(10)
 
 
 def run_step(name, root, n):
@@ -142,6 +176,7 @@ def main(n, keep):
     r['rebuild_day'] = run_step('rebuild_day', work/'again', n)
     r['day_equals_rebuild'] = equal(ours, work/'again'); print('equality', r['day_equals_rebuild'], flush=True)
     r['reads'] = run_step('reads', ours, n); print('reads', r['reads'], flush=True)
+    r['api'] = run_step('api', ours, n); print('api', r['api'], flush=True)
     r['daily_run'] = daily_run(work/'run'); print('daily run', r['daily_run'], flush=True)
     write(r)
     if not keep: shutil.rmtree(work, ignore_errors=True)
@@ -171,6 +206,12 @@ def write(r):
               f"First ingest of the whole history: {r['first_ingest']['seconds']:.1f} s (fetch {r['first_ingest']['fetch']:.1f} s), peak {r['first_ingest']['rss_gb']:.2f} GB.",
               f"Default daily run: first (from nothing) {r['daily_run']['first']['wall_s']:.1f} s wall, {r['daily_run']['first']['pipeline_s']:.1f} s in the pipeline; "
               f"next day {r['daily_run']['next']['wall_s']:.1f} s wall, {r['daily_run']['next']['pipeline_s']:.1f} s in the pipeline (the rest is papermill and the kernel)."]
+    a = r.get('api')
+    if a:
+        f_, h_ = a['features_one_ticker_year'], a['system_health']
+        lines += [f"REST API (`stock-nbs serve`, one uvicorn process, {f_['clients']} concurrent clients on 127.0.0.1): `/features` one ticker-year "
+                  f"{f_['rps']:.0f} requests/s, p50 {f_['p50_ms']:.0f} ms, p99 {f_['p99_ms']:.0f} ms ({f_['requests']} requests); `/mlops/system-health` "
+                  f"{h_['rps']:.0f} requests/s, p99 {h_['p99_ms']:.0f} ms ({h_['requests']} requests); server memory after them {a['server_rss_mb_after']:.0f} MB."]
     (out/'bench.md').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
 
