@@ -15,7 +15,7 @@ from .store import Store, StoreError, changes, with_year
 
 # %% auto #0
 __all__ = ['log', 'BRONZE_KEY', 'REPORT_COLUMNS', 'PRICES', 'FETCH_CHUNK', 'RESCALE_TOL', 'bronze_rows', 'empty_bronze',
-           'fetch_start', 'check_run_date', 'Stored', 'stored_state', 'fetch_changes', 'absurd_reason', 'split_absurd',
+           'fetch_start', 'check_run_date', 'Stored', 'stored_state', 'fetch_changes', 'far_prices', 'split_absurd',
            'rescaled', 'with_fx', 'ingest']
 
 # %% ../nbs/03_ingest.ipynb #8191b70e
@@ -97,22 +97,24 @@ def fetch_changes(fetched:pl.DataFrame, stored:pl.DataFrame|None) -> tuple[pl.Da
 # %% ../nbs/03_ingest.ipynb #fe12e585
 PRICES = ['open', 'high', 'low', 'close', 'adj_close']
 
-def absurd_reason(max_jump:float) -> pl.Expr:
-    "Why a bar is no market's (null: it may be): rows sorted by ticker and date, the median taken over each ticker's 5 bars around it."
+def far_prices(fetched:pl.DataFrame, max_jump:float) -> pl.DataFrame:
+    "Per price column `far_<column>`: whether it is more than `max_jump` times above or below the median close of its ticker's 5 bars around it (rows by ticker, then date)."
     close = pl.when(pl.col('close').is_finite()).then(pl.col('close'))  # (NaN and inf do not count towards the median)
-    med = close.rolling_median(5, center=True, min_samples=1).over('ticker')
-    far = [pl.when((pl.col(c) > 0) & (med > 0) & ((pl.col(c) / med > max_jump) | (med / pl.col(c) > max_jump))).then(pl.lit(c)) for c in PRICES]
-    return (pl.when(pl.any_horizontal([pl.col(c).is_infinite() for c in PRICES])).then(pl.lit('a price is infinite'))
-              .otherwise(pl.concat_str(far, separator=', ', ignore_nulls=True).replace('', None)
-                         .map_elements(lambda s: f"{s} more than {max_jump:g}x from the median close around it", pl.String, skip_nulls=True)))
+    med = pl.col('_median')
+    return (fetched.select(*PRICES, _median=close.rolling_median(5, center=True, min_samples=1).over('ticker'))  # (once, not per column)
+                   .select(**{f'far_{c}': ((pl.col(c) > 0) & (med > 0) & ((pl.col(c) / med > max_jump) | (med / pl.col(c) > max_jump))).fill_null(False) for c in PRICES}))
 
 def split_absurd(fetched:pl.DataFrame, max_jump:float, now:dt.datetime|None=None) -> tuple[pl.DataFrame, pl.DataFrame]:
     "Fetched bronze rows (by ticker, then date) as (kept, rejected with `reason`): absurd prices, and intraday bars stamped after `now`."
-    later = (pl.col('date') > now) if now is not None and fetched.schema['date'] != pl.Date else pl.lit(False)
-    why = fetched.select(pl.when(later).then(pl.lit(f"stamped after the run's clock ({now:%Y-%m-%d %H:%M} UTC)" if now else ''))
-                           .otherwise(absurd_reason(max_jump)).alias('reason'))['reason']
-    bad = why.is_not_null()
-    return fetched.filter(~bad), fetched.filter(bad).with_columns(reason=why.filter(bad))
+    late = (pl.col('date') > now) if now is not None and fetched.schema['date'] != pl.Date else pl.lit(False)
+    flags = pl.concat([fetched.select(late=late, inf=pl.any_horizontal([pl.col(c).is_infinite() for c in PRICES])), far_prices(fetched, max_jump)], how='horizontal')
+    bad = flags.select(pl.any_horizontal(pl.all())).to_series()
+    if not bad.any(): return fetched, fetched.clear().with_columns(reason=pl.lit(None, pl.String))
+    def why(r):  # (only the few rejected rows get a text)
+        if r['late']: return f"stamped after the run's clock ({now:%Y-%m-%d %H:%M} UTC)"
+        if r['inf']: return 'a price is infinite'
+        return f"{', '.join(c for c in PRICES if r[f'far_{c}'])} more than {max_jump:g}x from the median close around it"
+    return fetched.filter(~bad), fetched.filter(bad).with_columns(reason=pl.Series([why(r) for r in flags.filter(bad).iter_rows(named=True)], dtype=pl.String))
 
 # %% ../nbs/03_ingest.ipynb #1184a10e
 FETCH_CHUNK = 200  # tickers per source call: the progress bar moves and memory stays bounded on big universes

@@ -13,10 +13,11 @@ from .config import StockNbsError, market_of
 # %% auto #0
 __all__ = ['REPORT_COLUMNS', 'REQUIRED_COLUMNS', 'ohlc_problems', 'ohlc_errors', 'validate_ohlc', 'detect_outliers',
            'check_data_freshness', 'get_data_quality_report', 'known_sessions', 'calendar_end', 'calendar_sessions',
-           'session_numbers', 'calendar_notes', 'volume_steps', 'row_facts', 'stale_runs', 'step_facts', 'calendars_of',
-           'missing_days', 'source_gaps', 'market_wide', 'sessions_behind', 'return_signatures', 'overnight_gaps',
-           'gap_steps', 'clean_counts', 'BucketFacts', 'QualityReport', 'local_stamps', 'bucket_facts', 'combine_facts',
-           'quality_report', 'finish_report', 'QualityGateError', 'output_gate', 'require_output_gate']
+           'session_numbers', 'calendar_notes', 'volume_shift', 'volume_steps', 'row_facts', 'stale_runs', 'step_facts',
+           'calendars_of', 'missing_days', 'source_gaps', 'market_wide', 'sessions_behind', 'return_signatures',
+           'overnight_gaps', 'gap_steps', 'clean_counts', 'BucketFacts', 'QualityReport', 'local_stamps',
+           'bucket_facts', 'combine_facts', 'quality_report', 'finish_report', 'QualityGateError', 'output_gate',
+           'require_output_gate']
 
 # %% ../nbs/06_quality.ipynb #c006460f
 def ohlc_problems(o:np.ndarray, h:np.ndarray, l:np.ndarray, c:np.ndarray) -> dict:
@@ -106,21 +107,24 @@ _FLAGGED = ['flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired']
 
 def _t(e:pl.Expr) -> pl.Expr: return e.over('ticker')
 
-def volume_steps(factor:float, w:int=20) -> pl.Expr:
-    "The first day of each shift of a ticker's volume level: the median of the `w` sessions from it on against the `w` before it, beyond `factor`, and largest within `w` sessions either side."
-    # day-to-day volume ratios flag every busy news day (4+ per ticker-year on real NSE data); a unit change moves the median level
-    v = pl.when(pl.col('volume') > 0).then(pl.col('volume').cast(pl.Float64))
-    before, after = _t(v.rolling_median(w, min_samples=w // 2).shift(1)), _t(v.reverse().rolling_median(w, min_samples=w // 2).reverse())
-    lr = (after / before).log().abs()
-    peak = _t(lr.rolling_max(2 * w + 1, center=True, min_samples=1))
-    return ((lr > np.log(factor)) & (lr == peak) & _t(lr.shift(1)).ne_missing(lr)).fill_null(False)
+def volume_shift(w:int=20) -> pl.Expr:
+    "Per day: |mean log volume of the `w` sessions from it on - that of the `w` before it|."
+    # day-to-day volume ratios flag every busy news day (4+ per ticker-year on real NSE data); a unit change moves the level.
+    # One busy day moves a 20-day mean of log volume by log(10)/20 at most: far below log(factor).
+    v = pl.when(pl.col('volume') > 0).then(pl.col('volume').cast(pl.Float64).log())
+    return (_t(v.reverse().rolling_mean(w, min_samples=w // 2).reverse()) - _t(v.rolling_mean(w, min_samples=w // 2).shift(1))).abs()
+
+def volume_steps(factor:float, w:int=20, shift:str='_shift') -> pl.Expr:
+    "The first day of each shift of a ticker's volume level beyond `factor`, the largest within `w` sessions either side (`shift`: the column holding `volume_shift`)."
+    lr = pl.col(shift)
+    return ((lr > np.log(factor)) & (lr == _t(lr.rolling_max(2 * w + 1, center=True, min_samples=1))) & _t(lr.shift(1)).ne_missing(lr)).fill_null(False)
 
 def row_facts(silver:pl.DataFrame, q, today) -> pl.DataFrame:
     "Per row: missing values, OHLC breaks, flags, start of a run of equal closes, price and volume steps, future day."
     c = pl.col('close')
     v = pl.col('volume').cast(pl.Float64)
     brk = _t(c.ne_missing(c.shift(1)))
-    return silver.select(
+    return silver.with_columns(_shift=volume_shift()).select(  # (the shift once: the step rule reads it three times)
         'ticker', 'date', 'day',
         null=pl.any_horizontal([pl.col(x).is_null() | pl.col(x).is_nan() for x in ('open', 'high', 'low', 'close')] + [v.is_null()]),
         hl=pl.col('high') < pl.col('low'), hi=(pl.col('high') < pl.col('open')) | (pl.col('high') < c),
@@ -182,17 +186,20 @@ def market_wide(days:pl.DataFrame, tickers:list, share:float) -> list:
 def sessions_behind(silver:pl.DataFrame, today, holidays:tuple=()) -> pl.DataFrame:
     "Per ticker: the sessions of its exchange (FX: weekdays) after its last bar's day up to `today`."
     last = silver.group_by('ticker').agg(pl.col('day').max())
-    today = np.datetime64(pd.Timestamp(today).date(), 'D')
-    def behind(t, d):
-        code, d = market_of(t).calendar, np.datetime64(d, 'D')
-        if code is None: return int(np.busday_count(d + 1, today + 1)) if today > d else 0
+    today, days = np.datetime64(pd.Timestamp(today).date(), 'D'), last['day'].to_numpy().astype('datetime64[D]')
+    codes = np.array([market_of(t).calendar or '' for t in last['ticker']])
+    out = np.zeros(len(last), dtype=np.int64)
+    for code in set(codes):
+        at = codes == code
+        if not code: out[at] = np.busday_count(days[at] + 1, today + 1).clip(min=0); continue
         s = calendar_sessions(code, tuple(holidays))
-        return int(np.searchsorted(s, today, 'right') - np.searchsorted(s, d, 'right'))
-    return last.select('ticker', sessions_behind=pl.Series([behind(t, d) for t, d in last.iter_rows()], dtype=pl.Int64))
+        out[at] = np.searchsorted(s, today, 'right') - np.searchsorted(s, days[at], 'right')
+    return last.select('ticker', sessions_behind=pl.Series(out, dtype=pl.Int64))
 
 def return_signatures(silver:pl.DataFrame, n:int=20) -> pl.DataFrame:
     "Per ticker with `n` moving returns: its last `n` (day, log return) pairs as one text, equal for two tickers only when their prices are proportional then."
-    r = silver.select('ticker', 'day', r=(pl.col('close') / pl.col('close').shift(1)).log().round(9).over('ticker')).filter(pl.col('r').is_finite())
+    last = silver.select('ticker', 'day', 'close').group_by('ticker', maintain_order=True).tail(n + 1)  # (only the last returns matter)
+    r = last.select('ticker', 'day', r=(pl.col('close') / pl.col('close').shift(1)).log().round(9).over('ticker')).filter(pl.col('r').is_finite())
     tail = r.group_by('ticker', maintain_order=True).tail(n)
     sig = tail.group_by('ticker').agg(n=pl.len(), moves=pl.col('r').abs().sum(), signature=pl.concat_str(pl.col('day').cast(pl.String), pl.col('r').cast(pl.String), separator='=').str.join('|'))
     return sig.filter((pl.col('n') == n) & (pl.col('moves') > 0)).select('ticker', 'signature')
