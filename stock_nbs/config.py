@@ -209,7 +209,7 @@ SPEC = {
     'max_age_hours': Key(_number(float, 0), '24', "data older than this is stale (check_data_freshness)"),
     'stale_sessions': Key(_number(int, 2, 250), '5', "close unchanged for this many sessions in a row is a stale price"),
     'step_price': Key(_number(float, 0.01), '0.5', "day-on-day close change beyond this share is a step (qlib: 0.5)"),
-    'step_volume': Key(_number(float, 1.1), '3', "the median volume of the 20 sessions from a day on against the 20 before it moving beyond this factor is a volume step (a unit change); one per step"),
+    'step_volume': Key(_number(float, 1.1), '3', "the mean log volume of the 20 sessions from a day on against the 20 before it moving beyond this factor is a volume step (a unit change); one per step"),
     'gap_sigmas': Key(_number(float, 2), '12', "an overnight gap beyond this many robust sigmas, net of the market's gap that day, is a step"),
     'source_gap_share': Key(_number(float, 0, 1), '0.5', "a session missing for more than this share of tickers is one source-wide gap"),
     'min_rows': Key(_number(int, 0), '1000', "output gate: fewest rows the gold table may have"),
