@@ -15,6 +15,16 @@ def free_port():
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
+def wait_up(url, seconds=20):
+    "`url` once its /health answers (a server started by the test takes a moment)."
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            if httpx.get(f'{url}/health').status_code == 200: return url
+        except httpx.TransportError: time.sleep(0.05)
+    raise AssertionError(f'{url} did not come up in {seconds} s')
+
+
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
     "A data root after one daily run, served by `stock-nbs serve` on 127.0.0.1."
@@ -26,11 +36,7 @@ def server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, 'STOCK_NBS_API_KEYS': f'other-key,{KEY}', 'DATABASE_URL': 'postgresql://u:Db-s3cret-pw@127.0.0.1:1/x'}
     p = subprocess.Popen([*CLI, 'serve', '--settings', str(ini), '--port', str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    url = f'http://127.0.0.1:{port}'
-    for _ in range(200):
-        try:
-            if httpx.get(f'{url}/health').status_code == 200: break
-        except httpx.TransportError: time.sleep(0.05)
+    url = wait_up(f'http://127.0.0.1:{port}')
     yield url, load_settings(ini, env={}), p
     p.terminate(); p.wait(10)
 
@@ -163,10 +169,7 @@ def test_latest_comes_from_the_database_when_one_is_configured(server, tmp_path,
     p = subprocess.Popen([*CLI, 'serve', '--settings', str(cfg.path), '--port', str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, 'STOCK_NBS_API_KEYS': KEY, 'DATABASE_URL': pg_url})
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f'http://127.0.0.1:{port}/health').status_code == 200: break
-            except httpx.TransportError: time.sleep(0.05)
+        wait_up(f'http://127.0.0.1:{port}')
         latest = get(f'http://127.0.0.1:{port}', '/supabase/latest').json()
         local = load_features(settings=cfg).sort_values('date').groupby('ticker').tail(1).sort_values('ticker')
         assert latest['source'] == 'database' and [r['ticker'] for r in latest['rows']] == local.ticker.tolist()
