@@ -19,8 +19,8 @@ help:
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]" $(PIP_QUIET)
-	$(BIN)/python -c "import stock_nbs.cli, nbdev, pytest"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,cluster]" $(PIP_QUIET)
+	$(BIN)/python -c "import stock_nbs.cli, nbdev, pytest, ray, upath, s3fs, moto"
 	touch $@
 
 install: $(STAMP)

@@ -12,11 +12,11 @@ from typing import Any, Callable
 from dotenv import dotenv_values
 
 # %% auto #0
-__all__ = ['INDIA', 'US', 'BAR_FIELDS', 'INTERVALS', 'SOURCE_KINDS', 'FAULTS', 'DEFAULT_TICKERS', 'SPEC', 'SETTINGS_ENV',
-           'ENV_PREFIX', 'RETIRED', 'SECRET_NAMES', 'MASKED_NAMES', 'MIN_MASKED', 'MASK', 'StockNbsError',
-           'ConfigError', 'Market', 'market_of', 'symbol_of', 'is_fx', 'normalize_column', 'Key', 'Section', 'Settings',
-           'find_settings', 'env_name', 'load_settings', 'Secrets', 'load_secrets', 'dsn_passwords', 'scrub',
-           'ScrubbingFormatter']
+__all__ = ['INDIA', 'US', 'BAR_FIELDS', 'OBJECT_STORE_SCHEMES', 'INTERVALS', 'SOURCE_KINDS', 'FAULTS', 'DEFAULT_TICKERS', 'SPEC',
+           'SETTINGS_ENV', 'ENV_PREFIX', 'RETIRED', 'SECRET_NAMES', 'MASKED_NAMES', 'MIN_MASKED', 'MASK',
+           'StockNbsError', 'ConfigError', 'Market', 'market_of', 'symbol_of', 'is_fx', 'normalize_column', 'Key',
+           'is_remote', 'as_root', 'Section', 'Settings', 'find_settings', 'env_name', 'load_settings', 'Secrets',
+           'load_secrets', 'dsn_passwords', 'scrub', 'ScrubbingFormatter']
 
 # %% ../nbs/00_config.ipynb #01eb2796
 class StockNbsError(Exception):
@@ -133,6 +133,27 @@ class Key:
     default: str
     doc: str
     is_path: bool = False
+    uri_ok: bool = False  # (a path that may also be an object-store URI: s3://, gs://, az://)
+
+OBJECT_STORE_SCHEMES = ('s3://', 's3a://', 'gs://', 'gcs://', 'az://', 'abfs://', 'abfss://')
+
+def is_remote(p) -> bool:
+    "Whether `p` is an object-store URI (`s3://bucket/prefix` and the like) rather than a local path."
+    return str(p).startswith(OBJECT_STORE_SCHEMES)
+
+def as_root(p):
+    "A data root as a path object: a `Path`, or for an object-store URI a `UPath` (fsspec; credentials from the environment)."
+    if not is_remote(p): return Path(p)
+    try:
+        from upath import UPath
+        return p if isinstance(p, UPath) else UPath(str(p).rstrip('/'), use_listings_cache=False)  # (never cached: other processes and machines write here too)
+    except ImportError as e: raise ValueError(f"{p} needs an fsspec filesystem ({e}); pip install 'stock_nbs[cluster]' (S3), or gcsfs / adlfs for gs:// and az://") from None
+
+def _path_value(v:str, base:Path, uri_ok:bool):
+    "A path setting's value: resolved against `base`, or, where allowed, an object-store URI."
+    if not is_remote(v): return (base/Path(v).expanduser()).resolve()
+    if not uri_ok: raise ValueError("an object-store URI is only allowed for [storage] data_dir")
+    return as_root(v)
 
 INTERVALS = ('1m', '2m', '5m', '15m', '30m', '60m', '90m', '1h', '1d')
 SOURCE_KINDS = ('yahoo', 'csv', 'synthetic')
@@ -244,7 +265,7 @@ SPEC = {
     'backoff_seconds': Key(_number(float, 0), '1', "first retry wait; doubles each retry"),
   },
   'storage': {
-    'data_dir': Key(str, 'data', "root of the Delta Lake tables (bronze, silver, gold, rejects, quality, runs) and the Parquet export", is_path=True),
+    'data_dir': Key(str, 'data', "root of the Delta Lake tables (bronze, silver, gold, rejects, quality, runs) and the Parquet export: a folder, or an object-store URI such as s3://bucket/prefix (credentials from the environment)", is_path=True, uri_ok=True),
     'lock_timeout_seconds': Key(_number(float, 0), '0', "how long a run waits for another run's lock (0: refuse at once)"),
     'export_parquet': Key(_bool, 'true', "after every run, write the latest gold to export/<interval>/features_dataset.parquet (one file, replaced atomically)"),
     'maintain_every': Key(_number(int, 0, 100000), '20', "every this many runs, compact small files and vacuum versions no kept run needs (stock-nbs maintain; 0: never)"),
@@ -255,6 +276,10 @@ SPEC = {
     'reports_dir': Key(str, 'reports', "where each run's HTML report goes (reports/<run_id>.html)", is_path=True),
     'keep_runs': Key(_number(int, 1), '90', "run folders and reports kept; older ones are deleted after a run"),
     'log_level': Key(_choice('DEBUG', 'INFO', 'WARNING', 'ERROR'), 'INFO', "log level of the pipeline log"),
+    'engine': Key(_choice('local', 'ray'), 'local', "where ingest and transform buckets run: local (this process) or ray (Ray tasks; pip install 'stock_nbs[cluster]')"),
+    'ray_address': Key(str, '', "engine = ray: empty starts a local Ray instance; auto or ray://host:port joins a running cluster"),
+    'ray_workers': Key(_number(int, 0, 100000), '0', "engine = ray, local instance: CPUs it may use (0: all of this machine's)"),
+    'task_retries': Key(_number(int, 0, 100), '3', "engine = ray: retries of a bucket whose worker died; then its tickers fail and a rerun retries them"),
   },
 }
 
@@ -430,9 +455,10 @@ def load_settings(path=None, overrides:dict|None=None, env=None) -> Settings:
     values, problems = {s: Section() for s in SPEC}, []
     for dotted, text in texts.items():
         sec, k = dotted.split('.'); key = SPEC[sec][k]
-        try: v = key.parse(text.strip())
-        except ValueError as e: problems.append(f"[{sec}] {k} = {text.strip()!r} ({origins[dotted]}): {e}"); continue
-        values[sec][k] = (bases[dotted]/Path(v).expanduser()).resolve() if key.is_path else v
+        try:
+            v = key.parse(text.strip())
+            values[sec][k] = _path_value(v, bases[dotted], key.uri_ok) if key.is_path else v
+        except ValueError as e: problems.append(f"[{sec}] {k} = {text.strip()!r} ({origins[dotted]}): {e}")
     if problems: raise ConfigError("bad settings:\n  " + '\n  '.join(problems))
     return Settings(values, path, origins)
 

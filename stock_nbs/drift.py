@@ -117,7 +117,7 @@ def write_baseline(rows:pd.DataFrame, path:Path, meta:dict) -> Path:
 def read_baseline(path:Path) -> tuple[pd.DataFrame, dict]:
     "Baseline rows and their metadata (window, created_at, features)."
     if not path.exists(): raise DriftError(f"no baseline at {path}; create one with `stock-nbs baseline`")
-    t = pq.read_table(path)
+    with path.open('rb') as f: t = pq.read_table(f)
     return t.to_pandas(), json.loads((t.schema.metadata or {}).get(b'stock_nbs_baseline', b'{}'))
 
 # %% ../nbs/07_drift.ipynb #55498e69

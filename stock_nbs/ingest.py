@@ -12,11 +12,12 @@ from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a wa
 from .config import Settings, StockNbsError, market_of, is_fx
 from .sources import FetchResult, TickerSlices, VALUE_COLUMNS, is_intraday, make_source
 from .store import Store, StoreError, changes, with_year
+from .engine import engine_for, BucketFailed
 
 # %% auto #0
 __all__ = ['log', 'BRONZE_KEY', 'REPORT_COLUMNS', 'PRICES', 'FETCH_CHUNK', 'RESCALE_TOL', 'bronze_rows', 'empty_bronze',
            'fetch_start', 'check_run_date', 'Stored', 'stored_state', 'fetch_changes', 'far_prices', 'split_absurd',
-           'rescaled', 'with_fx', 'ingest']
+           'Fetched', 'fetch_chunk', 'rescaled', 'with_fx', 'ingest']
 
 # %% ../nbs/03_ingest.ipynb #8191b70e
 log = logging.getLogger('stock_nbs.ingest')
@@ -132,18 +133,27 @@ def _groups(tickers, st:Stored, overlap:int, first:pd.Timestamp) -> dict:
     for t in tickers: groups.setdefault(fetch_start(st.days.get(t), overlap, first), []).append(t)
     return groups
 
-def _fetch_all(source, groups:dict, end, interval:str, bar) -> tuple[list, dict, dict]:
-    "Fetch every group in chunks: bronze row frames, failures (ticker -> why), and each ticker's fetch start."
-    frames, failed, starts = [], {}, {}
-    for start, group in sorted(groups.items()):
-        for i in range(0, len(group), FETCH_CHUNK):
-            chunk = group[i:i + FETCH_CHUNK]
-            starts.update(dict.fromkeys(chunk, start))
-            try: res = source.fetch(chunk, start, end, interval) if start <= end else FetchResult()
-            except StockNbsError as e: res = FetchResult(failed={t: str(e) for t in chunk})
-            failed.update(res.failed)
-            frames.append(bronze_rows(res.bars, [t for t in chunk if t not in res.failed], interval))
-            bar.update(len(chunk))
+@dataclass
+class Fetched:
+    "One chunk's fetch: its bronze rows and its failures (ticker -> why)."
+    rows: pl.DataFrame
+    failed: dict
+
+def fetch_chunk(job:tuple, source, end, interval:str) -> Fetched:
+    "Fetch one chunk `job` = (tickers, start) from `source` as bronze rows (a bucket: run locally or as a Ray task)."
+    chunk, start = job
+    try: res = source.fetch(chunk, start, end, interval) if start <= end else FetchResult()
+    except StockNbsError as e: res = FetchResult(failed={t: str(e) for t in chunk})
+    return Fetched(bronze_rows(res.bars, [t for t in chunk if t not in res.failed], interval), res.failed)
+
+def _fetch_all(source, groups:dict, end, interval:str, bar, engine) -> tuple[list, dict, dict]:
+    "Fetch every group in chunks on `engine`: bronze row frames, failures (ticker -> why), and each ticker's fetch start."
+    jobs = [(group[i:i + FETCH_CHUNK], start) for start, group in sorted(groups.items()) for i in range(0, len(group), FETCH_CHUNK)]
+    frames, failed, starts = [], {}, {t: start for chunk, start in jobs for t in chunk}
+    for (chunk, _), got in zip(jobs, engine.map(fetch_chunk, jobs, source=source, end=end, interval=interval)):
+        if isinstance(got, BucketFailed): failed.update(got.errors())
+        else: failed.update(got.failed); frames.append(got.rows)
+        bar.update(len(chunk))
     return frames, failed, starts
 
 # %% ../nbs/03_ingest.ipynb #e4e7422c
@@ -235,7 +245,7 @@ def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval
     with (store.lock(settings.storage.lock_timeout_seconds) if lock else nullcontext()):  # lock=False: the caller holds it
         st = stored_state(store, interval, tickers, overlap)
         bar = tqdm(total=len(tickers), desc=f'ingest {interval}', unit='ticker', disable=None if progress is None else not progress)
-        with bar: frames, failed, starts = _fetch_all(source, _groups(tickers, st, overlap, _first_start(settings, interval, end)), end, interval, bar)
+        with bar: frames, failed, starts = _fetch_all(source, _groups(tickers, st, overlap, _first_start(settings, interval, end)), end, interval, bar, engine_for(settings))
         fetched = pl.concat(frames, rechunk=False) if frames else empty_bronze(interval)
         del frames
         fetched, absurd = split_absurd(fetched, settings.clean['max_price_jump'], dt.datetime.now(dt.timezone.utc))

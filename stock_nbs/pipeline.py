@@ -11,20 +11,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd, polars as pl, pyarrow as pa
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
-from .config import Settings, StockNbsError, market_of, load_settings, load_secrets, _tickers, scrub, ScrubbingFormatter
+from .config import Settings, StockNbsError, is_remote, market_of, load_settings, load_secrets, _tickers, scrub, ScrubbingFormatter
 from .ingest import ingest, check_run_date
 from .store import Store, StoreError, TableUnreadable, changes, export_parquet, maintain, atomic_write, damaged_files
 from .clean import clean_panel, fx_series, Cleaned, with_local_day
 from .features import gold_panel, STATE_COLUMNS
-from .quality import bucket_facts, combine_facts, output_gate, calendar_notes
+from .quality import BucketFacts, bucket_facts, combine_facts, output_gate, calendar_notes
+from .engine import engine_for, close_engines, BucketFailed
 from .drift import (test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level,
                              decide_run)
 
 # %% auto #0
-__all__ = ['log', 'WATERMARK_KEY', 'RULES_KEY', 'BUCKET', 'NOISE', 'SILVER_KEY', 'REJECT_KEY', 'DERIVED', 'TransformResult',
-           'Plan', 'rules_fingerprint', 'plan_pass', 'silver_context_days', 'gold_context_days', 'silver_bucket',
-           'gold_bucket', 'fx_silver', 'later_copies', 'transform', 'setup_logging', 'drift_stage',
-           'failure_share_problem', 'RunFailed', 'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
+__all__ = ['log', 'WATERMARK_KEY', 'RULES_KEY', 'BUCKET', 'NOISE', 'SILVER_KEY', 'REJECT_KEY', 'QUALITY_COLUMNS', 'DERIVED',
+           'TransformResult', 'Plan', 'rules_fingerprint', 'plan_pass', 'silver_context_days', 'gold_context_days',
+           'silver_bucket', 'gold_bucket', 'fx_silver', 'SilverOut', 'silver_task', 'gold_task', 'quality_task',
+           'later_copies', 'transform', 'setup_logging', 'drift_stage', 'failure_share_problem', 'RunFailed',
+           'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #315a15fa
 log = logging.getLogger('stock_nbs.pipeline')
@@ -213,33 +215,56 @@ def _stream(frames) -> pa.RecordBatchReader|None:
 # %% ../nbs/09_pipeline.ipynb #0bbd689a
 @dataclass
 class _Tally:
-    "What the buckets of a pass produced beside the rows: errors per ticker and the rejected rows."
+    "What the buckets of a pass produced beside the rows: errors per ticker, the rejected rows, and whether a bucket was lost."
     errors: dict = field(default_factory=dict)
     rejects: list = field(default_factory=list)
+    lost: bool = False  # a bucket's task was lost: its tickers' new bronze rows wait for the next pass (the watermark stays)
 
-def _silver_frames(store:Store, settings:Settings, interval:str, plan:Plan, fx, tally:_Tally, bar):
-    "Silver rows of each bucket (daily pass: from each ticker's first written day), rejects and errors into `tally`."
-    days = silver_context_days(settings.clean)
-    for b in _buckets(plan.since):
-        since = {t: plan.since[t] for t in b}
-        bronze = store.read('bronze', interval, _from(since, days, interval))
-        bar.update(len(b))
-        if not len(bronze): continue  # (tickers never ingested: reported by `_ticker_rows`)
-        c = silver_bucket(bronze, settings, fx, interval)
-        tally.errors.update(c.errors)
-        starts = _write_from(bronze, since)
-        keep = lambda rows: rows if plan.full else _on_or_after(rows, starts)
-        tally.rejects.append((keep(c.rejects), starts))
-        yield keep(c.silver), starts
+@dataclass
+class SilverOut:
+    "One silver bucket's result: silver and rejected rows (daily pass: from each ticker's first written day), those days, errors per ticker."
+    silver: pl.DataFrame
+    rejects: pl.DataFrame
+    starts: pl.DataFrame
+    errors: dict
 
-def _gold_frames(store:Store, settings:Settings, interval:str, plan:Plan, starts:pl.DataFrame|None):
-    "Gold rows of each bucket: a full pass from whole silver, a daily pass resumed from the last gold row before each ticker's first written day."
-    for b in _buckets(plan.since):
-        if plan.full: yield gold_bucket(store.read('silver', interval, pl.col('ticker').is_in(b)), settings, None); continue
-        s = starts.filter(pl.col('ticker').is_in(b))
-        anchors = _anchors(store, settings, interval, s)
-        silver = store.read('silver', interval, _silver_context(s, anchors, gold_context_days(settings.features)))
-        yield _on_or_after(gold_bucket(silver, settings, anchors), s)
+def silver_task(since:dict, root, settings:Settings, interval:str, fx, full:bool) -> SilverOut|None:
+    "One bucket's silver from its bronze rows in the tables (None: no bronze rows); `since`: ticker -> first day to recompute (None: all). A bucket task."
+    bronze = Store(root).read('bronze', interval, _from(since, silver_context_days(settings.clean), interval))
+    if not len(bronze): return None  # (tickers never ingested: reported by `_ticker_rows`)
+    c, starts = silver_bucket(bronze, settings, fx, interval), _write_from(bronze, since)
+    keep = (lambda rows: rows) if full else (lambda rows: _on_or_after(rows, starts))
+    return SilverOut(keep(c.silver), keep(c.rejects), starts, c.errors)
+
+def gold_task(job, root, settings:Settings, interval:str, full:bool) -> pl.DataFrame:
+    "One bucket's gold: a full pass from its tickers' (`job`: a list) whole silver, a daily pass resumed from the last gold row before each ticker's first written day (`job`: ticker, from). A bucket task."
+    store = Store(root)
+    if full: return gold_bucket(store.read('silver', interval, pl.col('ticker').is_in(job)), settings, None)
+    anchors = _anchors(store, settings, interval, job)
+    silver = store.read('silver', interval, _silver_context(job, anchors, gold_context_days(settings.features)))
+    return _on_or_after(gold_bucket(silver, settings, anchors), job)
+
+def _lost_bucket(lost:BucketFailed, plan:Plan, tally:_Tally):
+    "A bucket whose task was lost: its tickers fail; a full pass, which cannot leave them out of its overwrite, stops and writes nothing."
+    if plan.full: raise StoreError(f"{len(lost.tickers)} tickers ({', '.join(lost.tickers[:3])}, ...) were not computed: {lost.error}; nothing was written")
+    tally.errors.update(lost.errors()); tally.lost = True
+
+def _silver_frames(store:Store, settings:Settings, interval:str, plan:Plan, fx, tally:_Tally, bar, engine):
+    "Silver rows and first written days of each bucket, computed on `engine`; rejects and errors into `tally`."
+    jobs = [{t: plan.since[t] for t in b} for b in _buckets(plan.since)]
+    for job, out in zip(jobs, engine.map(silver_task, jobs, root=store.root, settings=settings, interval=interval, fx=fx, full=plan.full)):
+        bar.update(len(job))
+        if isinstance(out, BucketFailed): _lost_bucket(out, plan, tally); continue
+        if out is None: continue
+        tally.errors.update(out.errors); tally.rejects.append((out.rejects, out.starts))
+        yield out.silver, out.starts
+
+def _gold_frames(store:Store, settings:Settings, interval:str, plan:Plan, starts:pl.DataFrame|None, tally:_Tally, engine):
+    "Gold rows of each bucket, computed on `engine`."
+    jobs = _buckets(plan.since) if plan.full else [s for b in _buckets(plan.since) if len(s := starts.filter(pl.col('ticker').is_in(b)))]
+    for out in engine.map(gold_task, jobs, root=store.root, settings=settings, interval=interval, full=plan.full):
+        if isinstance(out, BucketFailed): _lost_bucket(out, plan, tally); continue
+        yield out
 
 # %% ../nbs/09_pipeline.ipynb #b15f04f0
 def _anchors(store:Store, settings:Settings, interval:str, starts:pl.DataFrame) -> pl.DataFrame|None:
@@ -264,9 +289,9 @@ def _silver_context(starts:pl.DataFrame, anchors:pl.DataFrame|None, days:int) ->
 # %% ../nbs/09_pipeline.ipynb #5a42bf50
 SILVER_KEY, REJECT_KEY = ['ticker', 'date'], ['ticker', 'date', 'seq']
 
-def _write_silver(store:Store, settings:Settings, interval:str, plan:Plan, fx, tally:_Tally, bar, run_id) -> pl.DataFrame|None:
+def _write_silver(store:Store, settings:Settings, interval:str, plan:Plan, fx, tally:_Tally, bar, run_id, engine) -> pl.DataFrame|None:
     "Silver and rejects of the pass, one commit each; the tickers' first written days (None: a full pass)."
-    frames = _silver_frames(store, settings, interval, plan, fx, tally, bar)
+    frames = _silver_frames(store, settings, interval, plan, fx, tally, bar, engine)
     if plan.full:
         where = _replaced(store, 'silver', interval, plan.since)
         reader = _stream(f for f, _ in frames)
@@ -282,9 +307,9 @@ def _write_silver(store:Store, settings:Settings, interval:str, plan:Plan, fx, t
     if len(rej) or store.exists('rejects', interval): _merge_layer(store, 'rejects', interval, rej, starts, REJECT_KEY, run_id)
     return starts
 
-def _write_gold(store:Store, settings:Settings, interval:str, plan:Plan, starts, run_id) -> None:
+def _write_gold(store:Store, settings:Settings, interval:str, plan:Plan, starts, tally:_Tally, run_id, engine) -> None:
     "Gold of the pass in one commit."
-    frames = _gold_frames(store, settings, interval, plan, starts)
+    frames = _gold_frames(store, settings, interval, plan, starts, tally, engine)
     if plan.full:
         reader = _stream(frames)
         if reader is not None: store.overwrite('gold', interval, reader, _replaced(store, 'gold', interval, plan.since), run_id)
@@ -294,15 +319,22 @@ def _write_gold(store:Store, settings:Settings, interval:str, plan:Plan, starts,
     if got: _merge_layer(store, 'gold', interval, pl.concat(got, how='diagonal_relaxed'), starts, SILVER_KEY, run_id)
 
 # %% ../nbs/09_pipeline.ipynb #062a017e
-def _pass_quality(store:Store, settings:Settings, interval:str, tickers:list, today, run_id:str|None):
-    "The quality report of `tickers` over their whole silver history, bucket by bucket, appended to the quality table."
-    cols = ['ticker', 'date', 'open', 'high', 'low', 'close', 'volume', 'flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired', 'rule_hits']
-    parts, has_rejects = [], store.exists('rejects', interval)
-    for b in _buckets(tickers):
-        silver = store.read('silver', interval, pl.col('ticker').is_in(b), cols).sort('ticker', 'date')
-        if interval != '1d': silver = with_local_day(silver, interval)
-        rej = store.read('rejects', interval, pl.col('ticker').is_in(b), ['ticker', 'rule']) if has_rejects else None
-        parts.append(bucket_facts(silver, rej, settings.quality, today or dt.date.today(), interval))
+QUALITY_COLUMNS = ['ticker', 'date', 'open', 'high', 'low', 'close', 'volume', 'flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired', 'rule_hits']
+
+def quality_task(bucket:list, root, settings:Settings, interval:str, today) -> BucketFacts:
+    "Quality facts of one bucket of tickers over their whole silver history and rejects. A bucket task."
+    store = Store(root)
+    silver = store.read('silver', interval, pl.col('ticker').is_in(bucket), QUALITY_COLUMNS).sort('ticker', 'date')
+    if interval != '1d': silver = with_local_day(silver, interval)
+    rej = store.read('rejects', interval, pl.col('ticker').is_in(bucket), ['ticker', 'rule']) if store.exists('rejects', interval) else None
+    return bucket_facts(silver, rej, settings.quality, today, interval)
+
+def _pass_quality(store:Store, settings:Settings, interval:str, tickers:list, today, run_id:str|None, tally:_Tally, engine):
+    "The quality report of `tickers`, bucket by bucket on `engine`, appended to the quality table."
+    parts = []
+    for out in engine.map(quality_task, _buckets(tickers) or [[]], root=store.root, settings=settings, interval=interval, today=today or dt.date.today()):
+        if isinstance(out, BucketFailed): tally.errors.update(out.errors()); tally.lost = True
+        else: parts.append(out)
     rep = combine_facts(parts, settings.quality)
     if len(rep.tickers): store.append('quality', interval, pl.from_pandas(rep.tickers).with_columns(run_id=pl.lit(run_id or ''), reported_at=pl.lit(dt.datetime.now(dt.timezone.utc))), run_id)
     return rep
@@ -373,21 +405,21 @@ def _transform(store:Store, settings:Settings, order:list, interval:str, progres
     t0 = time.perf_counter()
     plan, fx = plan_pass(store, settings, interval, order, full), fx_silver(store, settings)
     timings['plan'] = time.perf_counter() - t0; t0 = time.perf_counter()
-    tally = _Tally()
+    tally, engine = _Tally(), engine_for(settings)
     bar = tqdm(total=len(plan.since), desc=f'transform {interval}', unit='ticker', disable=None if progress is None else not progress)
-    with bar: starts = _write_silver(store, settings, interval, plan, fx, tally, bar, run_id)
+    with bar: starts = _write_silver(store, settings, interval, plan, fx, tally, bar, run_id, engine)
     timings['silver'] = time.perf_counter() - t0; t0 = time.perf_counter()
-    _write_gold(store, settings, interval, plan, starts, run_id)
+    _write_gold(store, settings, interval, plan, starts, tally, run_id, engine)
     timings['gold'] = time.perf_counter() - t0; t0 = time.perf_counter()
     ok = [t for t in order if t not in tally.errors]
-    rep = _pass_quality(store, settings, interval, ok, today, run_id)
+    rep = _pass_quality(store, settings, interval, ok, today, run_id, tally, engine)
     tally.errors.update(later_copies(store, interval, rep.same_series))
     timings['quality'] = time.perf_counter() - t0; t0 = time.perf_counter()
     gold = store.scan('gold', interval)
     gate = output_gate(gold, settings.quality['min_rows'], today, max_jump=settings.clean['max_price_jump']) if gold is not None else ['no ticker produced gold rows']
     timings['gate'] = time.perf_counter() - t0
     marks = {WATERMARK_KEY: plan.watermark, RULES_KEY: rules_fingerprint(settings)}
-    if plan.complete and plan.watermark and store.exists('gold', interval) and any(_watermark(store, interval, k) != v for k, v in marks.items()):
+    if plan.complete and not tally.lost and plan.watermark and store.exists('gold', interval) and any(_watermark(store, interval, k) != v for k, v in marks.items()):
         store.table('gold', interval).alter.set_table_properties(marks, raise_if_not_exists=False)
     rows = _ticker_rows(store, interval, order, tally)
     for r in rows[rows.status == 'failed'].itertuples(): log.warning("%s: transform failed: %s", r.ticker, r.error)
@@ -398,10 +430,10 @@ def _transform(store:Store, settings:Settings, order:list, interval:str, progres
 
 # %% ../nbs/09_pipeline.ipynb #90ebbdf3
 def setup_logging(settings:Settings, verbose:bool=False) -> Path:
-    "Log to stderr (warnings, or info with `verbose`) and to a rotating `<data_dir>/logs/pipeline.log`; the log path."
+    "Log to stderr (warnings, or info with `verbose`) and to a rotating `<data_dir>/logs/pipeline.log` (data on an object store: `<runs_dir>/logs/`); the log path."
     Store(settings.data_dir).ensure_writable()
-    path = settings.data_dir/'logs'/'pipeline.log'
-    path.parent.mkdir(exist_ok=True)
+    path = (settings.run.runs_dir if is_remote(settings.data_dir) else settings.data_dir)/'logs'/'pipeline.log'
+    path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger('stock_nbs')
     for h in list(root.handlers): root.removeHandler(h); h.close()
     fh = RotatingFileHandler(path, maxBytes=5_000_000, backupCount=5)
@@ -510,6 +542,7 @@ class DailyRun:
 def _open(self:DailyRun) -> DailyRun:
     "Create the run folder, attach the run's log and take the data root's lock."
     store = Store(self.settings.data_dir).ensure_writable()
+    self._stack.callback(close_engines)  # (last: after the lock is released)
     setup_logging(self.settings)
     self.folder.mkdir(parents=True, exist_ok=True)
     fh = logging.FileHandler(self.folder/'run.log')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_store.ipynb #51f46ae7
 from __future__ import annotations
-import json, logging, os, shutil, socket, sys, uuid, datetime as dt
+import json, logging, os, shutil, socket, sys, threading, time, uuid, datetime as dt
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +12,14 @@ import numpy as np, pandas as pd, polars as pl, pyarrow as pa
 from deltalake import DeltaTable, write_deltalake, CommitProperties, WriterProperties, ColumnProperties
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from filelock import FileLock, Timeout
-from .config import StockNbsError, Settings, load_settings, find_settings, _is_pipeline_settings, INTERVALS
+from .config import StockNbsError, Settings, load_settings, find_settings, _is_pipeline_settings, INTERVALS, is_remote, as_root
 
 # %% auto #0
-__all__ = ['log', 'LOCK_NAME', 'LAYERS', 'PARTITIONED', 'ROW_GROUP', 'OLDEST_KEY', 'INTERNAL', 'EXPORT_NAME', 'OLD_META',
-           'OLD_PARTS', 'StoreError', 'TableUnreadable', 'Store', 'damaged_files', 'with_year', 'Changes', 'changes',
-           'atomic_write', 'Recovered', 'run_versions', 'resolve_as_of', 'scan_features', 'to_pandas', 'load_features',
-           'checkout_settings', 'export_path', 'export_parquet', 'Maintained', 'pinned_versions', 'maintain',
-           'old_bronze', 'migrate_store']
+__all__ = ['log', 'LOCK_NAME', 'LAYERS', 'PARTITIONED', 'ROW_GROUP', 'LEASE_SECONDS', 'OLDEST_KEY', 'INTERNAL', 'EXPORT_NAME',
+           'OLD_META', 'OLD_PARTS', 'StoreError', 'TableUnreadable', 'Store', 'damaged_files', 'with_year', 'Changes',
+           'changes', 'atomic_write', 'LeaseHeld', 'Lease', 'Recovered', 'run_versions', 'resolve_as_of',
+           'scan_features', 'to_pandas', 'load_features', 'checkout_settings', 'export_path', 'export_parquet',
+           'Maintained', 'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
 
 # %% ../nbs/02_store.ipynb #a232d1b1
 os.environ.setdefault('TOKIO_WORKER_THREADS', str(max(len(os.sched_getaffinity(0)), 2)))  # (the CPUs this process may use, as the runtime counts them)
@@ -40,7 +40,7 @@ ROW_GROUP = 64 * 1024
 
 class Store:
     "The Delta tables of one data root."
-    def __init__(self, root): self.root = Path(root)
+    def __init__(self, root): self.root = as_root(root)  # a folder, or an object-store URI (s3://bucket/prefix)
 
     def path(self, layer:str, interval:str|None='1d') -> Path:
         "The folder of a table: `<root>/<layer>/<interval>` (`runs` has no interval)."
@@ -56,6 +56,7 @@ class Store:
 def _check_layout(self:Store, layer:str, interval:str|None):
     "Refuse a folder of the old per-ticker layout with the command that converts it."
     p = self.path(layer, interval)
+    if is_remote(p): return  # (the old layout only ever lived in local folders)
     if p.is_dir() and not (p/'_delta_log').is_dir() and any(f for f in p.glob('*.parquet') if not f.name.startswith('part-')):  # (part-*: a first write killed)
         raise StoreError(f"{p} holds the old per-ticker Parquet layout; convert the data root once with `stock-nbs migrate-store`")
 Store.check_layout = _check_layout
@@ -67,23 +68,25 @@ def damaged_files(path:Path, deep:bool=False) -> list[str]:
     "Files of the Delta table at `path` that are missing or whose Parquet footer (`deep`: every page) cannot be read, each with why."
     import pyarrow.parquet as pq
     try: uris = DeltaTable(str(path)).file_uris()
-    except Exception as e: return [f"{Path(path)/'_delta_log'} ({_first_line(e)})"]
+    except Exception as e: return [f"{as_root(path)/'_delta_log'} ({_first_line(e)})"]
     out = []
     for u in uris:
-        f = Path(u.removeprefix('file://'))
+        f = as_root(u if is_remote(u) else u.removeprefix('file://'))
         try:
-            pf = pq.ParquetFile(f)
-            for i in range(pf.num_row_groups if deep else 0): pf.read_row_group(i)
+            with f.open('rb') as handle:
+                pf = pq.ParquetFile(handle)
+                for i in range(pf.num_row_groups if deep else 0): pf.read_row_group(i)
         except Exception as e: out.append(f"{f} ({_first_line(e)})")
     return out
 
 def _unreadable(path, e:Exception) -> StoreError:
     "The error for a table that cannot be read, naming its damaged files, with what to do."
-    fix = ("restore a readable version with deltalake's `DeltaTable(path).restore(version)`, then re-run" if Path(path).parent.name == 'bronze'
+    layer = as_root(path).parent.name
+    fix = ("restore a readable version with deltalake's `DeltaTable(path).restore(version)`, then re-run" if layer == 'bronze'
            else "rebuild it from bronze with `stock-nbs transform --full`")
     bad = damaged_files(path) or damaged_files(path, deep=True)  # (the error path only: reading every page costs a full scan)
     what = f"damaged: {'; '.join(bad[:3])}{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}" if bad else _first_line(e)
-    return TableUnreadable(f"table {path} is unreadable ({what}); {fix}", Path(path).parent.name)
+    return TableUnreadable(f"table {path} is unreadable ({what}); {fix}", layer)
 
 def _table(self:Store, layer:str, interval:str|None='1d', version=None) -> DeltaTable|None:
     "The `DeltaTable` (at `version`: int or datetime), or None when it does not exist yet."
@@ -144,6 +147,10 @@ def _writer(schema:pa.Schema) -> WriterProperties:
     key = lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_temporal(t) or pa.types.is_integer(t)
     return WriterProperties(max_row_group_size=ROW_GROUP, compression='SNAPPY', column_properties={f.name: keys if key(f.type) else plain for f in schema})
 
+def _mkdir(p):
+    "Create a local folder and its parents (object stores have no folders: nothing to do)."
+    if not is_remote(p): p.mkdir(parents=True, exist_ok=True)
+
 def _arrow(data):
     "A DataFrame as Arrow, or a stream of batches as it is."
     return data.to_arrow() if isinstance(data, pl.DataFrame) else data
@@ -151,7 +158,7 @@ def _arrow(data):
 def _overwrite(self:Store, layer:str, interval:str|None, data, predicate:str|None=None, run_id:str|None=None) -> int:
     "Replace the rows matching `predicate` (None: all) with `data` (a DataFrame or a stream of Arrow batches); the new version."
     p = self.path(layer, interval)
-    p.mkdir(parents=True, exist_ok=True)
+    _mkdir(p)
     part = ['year'] if layer in PARTITIONED else None
     data = _arrow(data)
     try: write_deltalake(str(p), data, mode='overwrite', predicate=predicate, partition_by=part, writer_properties=_writer(data.schema),
@@ -162,7 +169,7 @@ def _overwrite(self:Store, layer:str, interval:str|None, data, predicate:str|Non
 def _append(self:Store, layer:str, interval:str|None, data, run_id:str|None=None) -> int:
     "Append rows (creating the table); the new version."
     p = self.path(layer, interval)
-    p.mkdir(parents=True, exist_ok=True)
+    _mkdir(p)
     part = ['year'] if layer in PARTITIONED else None
     data = _arrow(data)
     try: write_deltalake(str(p), data, mode='append', partition_by=part, writer_properties=_writer(data.schema), commit_properties=_props(run_id), schema_mode='merge')
@@ -223,8 +230,9 @@ def changes(new:pl.DataFrame, old:pl.DataFrame|None, key:list, ignore=(), rtol:f
 
 # %% ../nbs/02_store.ipynb #c5411fab
 def atomic_write(path:Path, write) -> Path:
-    "Write `path` atomically: `write(tmp)` fills a temporary file beside it, which then replaces `path`."
-    path = Path(path)
+    "Write `path` atomically: `write(tmp)` fills a temporary file beside it, which then replaces `path` (on an object store: is uploaded to it)."
+    path = as_root(path)
+    if is_remote(path): return _upload(path, write)
     tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:8]}.tmp')
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,39 +242,128 @@ def atomic_write(path:Path, write) -> Path:
     finally: tmp.unlink(missing_ok=True)
     return path
 
+def _upload(path, write):
+    "`write(tmp)` fills a local temporary file, uploaded to the object `path` in one PUT: an object appears whole or not at all."
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix='stock_nbs-') as d:
+        tmp = Path(d)/path.name
+        try: write(tmp); path.fs.put_file(str(tmp), path.path)
+        except OSError as e: raise StoreError(f"cannot write {path}: {e}; check the bucket, the credentials in the environment and free space in {tempfile.gettempdir()}") from None
+    return path
+
 # %% ../nbs/02_store.ipynb #4c878ad6
 def _ensure_writable(self:Store) -> Store:
     "Create the data root if needed and prove it is writable, else raise `StoreError`."
     probe = self.root/f'.write-probe-{uuid.uuid4().hex[:8]}'
     try:
-        self.root.mkdir(parents=True, exist_ok=True)
+        _mkdir(self.root)
         probe.write_text('ok'); probe.unlink()
-    except OSError as e:
-        raise StoreError(f"data root {self.root} is not writable ({e.strerror or e}); "
-                         "set [storage] data_dir in settings.ini or STOCK_NBS__STORAGE__DATA_DIR to a writable folder") from None
+    except (OSError, ValueError) as e:
+        where = "an existing bucket, with credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL ...)" if is_remote(self.root) else "a writable folder"
+        raise StoreError(f"data root {self.root} is not writable ({getattr(e, 'strerror', None) or e}); "
+                         f"set [storage] data_dir in settings.ini or STOCK_NBS__STORAGE__DATA_DIR to {where}") from None
     return self
 Store.ensure_writable = _ensure_writable
 
+# %% ../nbs/02_store.ipynb #e4d4b376
+LEASE_SECONDS = 60  # a lease not renewed for this long is a dead holder's (holders renew every quarter of it)
+
+# Written by hand: no library we know of offers a lease over an object store's conditional create.
+class LeaseHeld(Exception):
+    "Another live holder has the lease."
+    def __init__(self, record): self.record = record
+
+class Lease:
+    "The run lock of a data root on an object store: `_stock_nbs_lock/<n>.json`, held by the creator of the newest record."
+    def __init__(self, root): self.folder, self.n, self.stop = root/'_stock_nbs_lock', 0, threading.Event()
+
+    def record(self, n:int): return self.folder/f'{n:012d}.json'
+
+    def newest(self) -> tuple[int, dict|None]:
+        "The newest record's number and content ((0, None): never locked; `{}`: being written)."
+        try: ns = sorted(int(p.stem) for p in self.folder.iterdir() if p.stem.isdigit())
+        except (FileNotFoundError, NotADirectoryError): ns = []  # (object stores: no record yet, no 'folder')
+        if not ns: return 0, None
+        try: return ns[-1], json.loads(self.record(ns[-1]).read_text())
+        except (OSError, ValueError): return ns[-1], {}
+
+    @staticmethod
+    def holds(rec) -> bool:
+        "Whether a record still holds the lock: not released, renewed within `LEASE_SECONDS`."
+        return rec is not None and not rec.get('released') and time.time() - rec.get('renewed', time.time()) < LEASE_SECONDS
+
+# %% ../nbs/02_store.ipynb #4f6e3dcf
+def _acquire(self:Lease, info:dict, timeout:float) -> dict|None:
+    "Create the next record (waiting up to `timeout` s for a live holder); the record of the dead holder it replaces, or None."
+    deadline = time.monotonic() + timeout
+    while True:
+        n, rec = self.newest()
+        if self.holds(rec):
+            if time.monotonic() >= deadline: raise LeaseHeld(rec)
+            time.sleep(min(1., max(deadline - time.monotonic(), 0.))); continue
+        self.info = info
+        try:
+            with self.record(n + 1).open('xb') as f: f.write(json.dumps(info | {'renewed': time.time()}).encode())
+        except FileExistsError: continue  # another run created it first: look again
+        self.n = n + 1
+        threading.Thread(target=self._renew, daemon=True).start()
+        for old in range(max(n - 10, 1), n): self.record(old).unlink(missing_ok=True)  # (the folder stays small)
+        return rec if rec is not None and not rec.get('released') else None
+
+def _renew(self:Lease):
+    "Renew the lease until released; stop (with an error logged) if a later record shows it was taken over."
+    while not self.stop.wait(LEASE_SECONDS / 4):
+        if self.record(self.n + 1).exists(): log.error("the lock on %s was taken over (renewals stalled for %d s)", self.folder.parent, LEASE_SECONDS); return
+        self.record(self.n).write_text(json.dumps(self.info | {'renewed': time.time()}))
+
+def _release(self:Lease):
+    "Mark the record released."
+    self.stop.set()
+    if not self.record(self.n + 1).exists(): self.record(self.n).write_text(json.dumps(self.info | {'renewed': time.time(), 'released': True}))
+Lease.acquire, Lease._renew, Lease.release = _acquire, _renew, _release
+
+@contextmanager
+def _leased(store:Store, timeout:float, info:dict):
+    "Hold the object-store lease of `store` for the block; a dead holder's leftovers are recovered first."
+    lease = Lease(store.root)
+    try: dead = lease.acquire(info, timeout)
+    except LeaseHeld as e: raise store._in_use(_describe(e.record), timeout) from None
+    try:
+        if dead is not None: store.recover(_describe(dead))
+        log.info("lock on %s acquired by pid %d (lease %d)", store.root, os.getpid(), lease.n)
+        yield
+    finally: lease.release(); log.info("lock on %s released by pid %d", store.root, os.getpid())
+
 # %% ../nbs/02_store.ipynb #31a212b0
+def _describe(h:dict|None) -> str:
+    "A lock holder's record in words."
+    if not h: return 'another process'
+    return f"pid {h.get('pid')} on {h.get('host')} since {h.get('since')} ({h.get('command')})"
+
 def _holder(self:Store) -> str:
     "Who holds the lock, as recorded by the holder."
-    try: h = json.loads((self.root/f'{LOCK_NAME}.json').read_text())
+    try: return _describe(json.loads((self.root/f'{LOCK_NAME}.json').read_text()))
     except (OSError, ValueError): return 'another process'
-    return f"pid {h.get('pid')} on {h.get('host')} since {h.get('since')} ({h.get('command')})"
+
+def _in_use(self:Store, holder:str, timeout:float) -> StoreError:
+    "The error of a lock another run holds."
+    return StoreError(f"data root {self.root} is in use by {holder}; wait for that run to finish, "
+                      f"or set [storage] lock_timeout_seconds to wait for it (waited {timeout:g} s)")
 
 @contextmanager
 def _lock(self:Store, timeout:float=0, **note):
     "Hold the data root's lock for the duration of the block (`note`: more to record about the holder, e.g. its run id); raise `StoreError` if another run holds it."
     self.ensure_writable()
+    info = dict(pid=os.getpid(), host=socket.gethostname(), since=dt.datetime.now().isoformat(timespec='seconds'), command=' '.join(sys.argv[:3]), **note)
+    if is_remote(self.root):
+        with _leased(self, timeout, info): yield self
+        return
     lock = FileLock(self.root/LOCK_NAME, timeout=timeout, is_singleton=False, thread_local=False)
     try: lock.acquire()
-    except Timeout:
-        raise StoreError(f"data root {self.root} is in use by {self._holder()}; wait for that run to finish, "
-                         f"or set [storage] lock_timeout_seconds to wait for it (waited {timeout:g} s)") from None
+    except Timeout: raise self._in_use(self._holder(), timeout) from None
     record = self.root/f'{LOCK_NAME}.json'
     try:
         if record.exists(): self.recover(self._holder())  # its last holder died holding it: clear what its writes left
-        info = dict(pid=os.getpid(), host=socket.gethostname(), since=dt.datetime.now().isoformat(timespec='seconds'), command=' '.join(sys.argv[:3]), **note)
         record.write_text(json.dumps(info))
         log.info("lock on %s acquired by pid %d", self.root, os.getpid())
         yield self
@@ -275,6 +372,9 @@ def _lock(self:Store, timeout:float=0, **note):
         lock.release(); log.info("lock on %s released by pid %d", self.root, os.getpid())
 def _held_by(self:Store) -> dict|None:
     "The record of the process holding the data root's lock (None: nobody holds it); the lock is only tried, never kept."
+    if is_remote(self.root):
+        _, rec = Lease(self.root).newest()
+        return rec if Lease.holds(rec) else None
     lock = FileLock(self.root/LOCK_NAME, timeout=0, is_singleton=False, thread_local=False)
     if not self.root.is_dir(): return None
     try: lock.acquire()
@@ -283,7 +383,7 @@ def _held_by(self:Store) -> dict|None:
         except (OSError, ValueError): return {'pid': None}
     lock.release()
     return None
-Store._holder, Store.lock, Store.held_by = _holder, _lock, _held_by
+Store._holder, Store._in_use, Store.lock, Store.held_by = _holder, _in_use, _lock, _held_by
 
 # %% ../nbs/02_store.ipynb #a1996e75
 @dataclass
@@ -294,7 +394,7 @@ class Recovered:
 
 def _stray(self:Store) -> list[Path]:
     "Files a killed writer left: temporary files of atomic writes, and table files no readable version of their table references."
-    out = list(self.root.rglob('.*.tmp'))
+    out = [] if is_remote(self.root) else list(self.root.rglob('.*.tmp'))  # (object stores: atomic writes upload a finished local file)
     for layer, interval in self.tables():
         p, t = self.path(layer, interval), self.table(layer, interval)
         if t is None: out += list(p.rglob('part-*.parquet')); continue  # killed before the table's first commit
@@ -302,13 +402,18 @@ def _stray(self:Store) -> list[Path]:
         out += [p/f for f in t.vacuum(dry_run=True, retention_hours=0, enforce_retention_duration=False, full=True, keep_versions=keep)]
     return out
 
+def _rmtree(p):
+    "Delete a folder, or every object under a prefix."
+    if is_remote(p): p.fs.rm(p.path, recursive=True)
+    else: shutil.rmtree(p)
+
 def _recover(self:Store, holder:str='a writer') -> Recovered:
     "Remove the files a killed writer left (`Store.stray`); call with the lock held."
     stray = [f for f in self.stray() if f.exists()]
     size = sum(f.stat().st_size for f in stray)
     for f in stray: f.unlink()
     for layer, interval in self.tables():
-        if self.table(layer, interval) is None: shutil.rmtree(self.path(layer, interval))  # an uncommitted table's folder
+        if self.table(layer, interval) is None: _rmtree(self.path(layer, interval))  # an uncommitted table's folder
     if stray: log.warning("%s ended without releasing the lock on %s; removed %d files it left (%.1f MB)", holder, self.root, len(stray), size / 1e6)
     return Recovered(len(stray), size)
 
@@ -538,6 +643,7 @@ def old_bronze(folder:Path) -> pl.DataFrame:
 def migrate_store(root, intervals=None) -> dict:
     "Convert the old per-ticker bronze files of a data root into bronze tables (old folders moved to `old-layout-<time>/`); interval -> rows converted."
     store, done = Store(root), {}
+    if is_remote(store.root): raise StoreError(f"{store.root} is an object store; the old layout only lived in local folders: migrate there, then copy the tables")
     old = {p.name: p for p in (store.root/'bronze').glob('*') if p.is_dir() and not (p/'_delta_log').exists() and any(p.glob('*.parquet'))}
     if not old: raise StoreError(f"{store.root} holds no bronze files of the old layout; nothing to convert")
     aside = store.root/f"old-layout-{dt.datetime.now():%Y%m%dT%H%M%S}"

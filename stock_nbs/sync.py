@@ -160,7 +160,9 @@ def _state_path(settings:Settings, url:str, table:str) -> Path:
 
 def load_state(path:Path|None) -> pd.DataFrame:
     "Last-sent hash per (ticker, date); empty for no path (a full re-send) or no file yet."
-    return pq.read_table(path).to_pandas() if path is not None and path.exists() else pd.DataFrame({'ticker': pd.Series(dtype=str), 'date': pd.Series(dtype='datetime64[ns]'), 'hash': pd.Series(dtype='uint64')})
+    if path is not None and path.exists():
+        with path.open('rb') as f: return pq.read_table(f).to_pandas()
+    return pd.DataFrame({'ticker': pd.Series(dtype=str), 'date': pd.Series(dtype='datetime64[ns]'), 'hash': pd.Series(dtype='uint64')})
 
 def save_state(path:Path, state:pd.DataFrame):
     "Write the sync state atomically."
