@@ -233,8 +233,8 @@ def dashboard_command(settings:Settings, port:int=8866, ip:str='127.0.0.1') -> t
     from stock_nbs.run import daily_notebook
     nb = daily_notebook().with_name('dashboard.ipynb')
     env = {**os.environ, **({'STOCK_NBS_SETTINGS': str(settings.path)} if settings.path else {})}
-    cmd = [str(Path(sys.executable).with_name('voila')), str(nb), '--no-browser', f'--port={port}', '--Voila.port_retries=0', f'--Voila.ip={ip}',
-           '--theme=light', f'--Voila.root_dir={nb.parent}']
+    cmd = [sys.executable, '-c', 'import sys; from stock_nbs.monitor import voila_main; sys.exit(voila_main())', str(nb), '--no-browser', f'--port={port}',
+           '--Voila.port_retries=0', f'--Voila.ip={ip}', '--theme=light', f'--Voila.root_dir={nb.parent}']
     return cmd, env
 
 def _port_free(ip:str, port:int):

@@ -12,8 +12,8 @@ from plotly.subplots import make_subplots
 from .config import Settings
 
 # %% auto #0
-__all__ = ['manifests', 'history_frame', 'latest_quality', 'latest_drift_tests', 'freshness', 'health_figure', 'drift_figure',
-           'price_figure']
+__all__ = ['manifests', 'history_frame', 'latest_quality', 'latest_drift_tests', 'freshness', 'voila_main', 'health_figure',
+           'drift_figure', 'drift_shares', 'drifting_tickers', 'share_figure', 'freshness_text', 'price_figure']
 
 # %% ../nbs/12_monitor.ipynb #200c22af
 def manifests(settings:Settings, last:int=30) -> list[dict]:
@@ -37,13 +37,15 @@ def latest_quality(settings:Settings, interval:str='1d') -> pd.DataFrame|None:
     if q is None or not len(q): return None
     return q.sort('reported_at').group_by('ticker').last().sort('ticker').to_pandas()
 
-def latest_drift_tests(settings:Settings, interval:str='1d') -> pd.DataFrame|None:
-    "The drift tests of the latest run that tested drift (None: none yet)."
+def latest_drift_tests(settings:Settings, interval:str='1d', runs:int=1) -> pd.DataFrame|None:
+    "The drift tests of the last `runs` runs that tested drift (None: none yet)."
     import polars as pl
     from stock_nbs.store import Store
-    t = Store(settings.data_dir).read('drift_tests', interval)
-    if t is None or not len(t): return None
-    return t.filter(pl.col('tested_at') == pl.col('tested_at').max()).to_pandas()
+    store = Store(settings.data_dir)
+    lf = store.scan('drift_tests', interval)
+    if lf is None: return None
+    times = store.collect(lf.select(pl.col('tested_at').unique().sort().tail(runs)), 'drift_tests', interval)['tested_at']
+    return None if not len(times) else store.collect(lf.filter(pl.col('tested_at') >= times.min()), 'drift_tests', interval).to_pandas()
 
 def freshness(last_date, max_age_hours:float, now=None) -> tuple[bool, str]:
     "Whether the newest bar is recent enough (weekends allowed for): (fresh, message)."
@@ -52,6 +54,16 @@ def freshness(last_date, max_age_hours:float, now=None) -> tuple[bool, str]:
     business = len(pd.bdate_range(pd.Timestamp(last_date) + pd.Timedelta(days=1), now.normalize())) * 24  # hours of weekdays missed
     fresh = business <= max_age_hours
     return fresh, f"newest bar {pd.Timestamp(last_date):%Y-%m-%d}, {age:.0f} h ago ({business:.0f} h of weekdays; limit {max_age_hours:g} h)"
+
+# %% ../nbs/12_monitor.ipynb #21e9fc08
+def voila_main(argv:list|None=None):
+    "Run Voila (command-line `argv`, default `sys.argv[1:]`) with the kernel channels polling in slices."
+    import sys
+    from stock_nbs.run import poll_in_slices
+    from voila.app import main
+    poll_in_slices()
+    sys.argv = ['voila', *(sys.argv[1:] if argv is None else argv)]
+    return main()
 
 # %% ../nbs/12_monitor.ipynb #14abd958
 _STATUS_COLOR = {'ok': '#2ca02c', 'degraded': '#ff7f0e', 'failed': '#d62728'}
@@ -78,6 +90,38 @@ def drift_figure(tests:pd.DataFrame) -> go.Figure:
     if len(d): fig.add_scatter(x=d.feature, y=d.ticker, mode='markers', marker=dict(symbol='x', color='black', size=9), name='drift')
     fig.update_layout(height=max(300, 16 * len(grid) + 120), margin=dict(l=110, r=10, t=30, b=60))
     return fig
+
+# %% ../nbs/12_monitor.ipynb #605b835d
+def drift_shares(tests:pd.DataFrame, last:int=20) -> pd.DataFrame:
+    "Share of tested tickers drifting per feature (columns) in each of the `last` runs that tested drift (rows, by test time)."
+    t = tests[tests.method == 'ks']
+    if t.empty: return pd.DataFrame()
+    s = t.assign(run=t.tested_at.dt.strftime('%Y-%m-%d %H:%M')).pivot_table(index='run', columns='feature', values='drift', aggfunc='mean')
+    return s.sort_index().tail(last)
+
+def drifting_tickers(tests:pd.DataFrame) -> pd.DataFrame:
+    "Tickers of the latest run with at least one drifting feature: how many, which, the smallest q-value; most drifting first."
+    t = tests[(tests.method == 'ks') & (tests.tested_at == tests.tested_at.max()) & tests.drift]
+    g = t.groupby('ticker').agg(drifting=('feature', 'size'), features=('feature', lambda f: ', '.join(sorted(f))), min_q=('q_value', 'min'))
+    return g.reset_index().sort_values(['drifting', 'min_q'], ascending=[False, True], ignore_index=True)
+
+def share_figure(shares:pd.DataFrame) -> go.Figure:
+    "Heatmap: share of tickers drifting per feature and run."
+    fig = go.Figure(go.Heatmap(z=shares.T.to_numpy(float) * 100, x=list(shares.index), y=list(shares.columns), colorscale='Reds', zmin=0, zmax=max(20, float(shares.max().max()) * 100),
+                               colorbar=dict(title='% drifting'), hovertemplate='%{x} %{y}: %{z:.1f}% of tickers<extra></extra>'))
+    fig.update_xaxes(type='category')
+    fig.update_layout(height=120 + 28 * len(shares.columns), margin=dict(l=110, r=10, t=20, b=60))
+    return fig
+
+# %% ../nbs/12_monitor.ipynb #233ba94d
+def freshness_text(q:pd.DataFrame, run_date, max_stale:int) -> tuple[bool, str]:
+    "Whether every ticker is within `max_stale` sessions of `run_date`, and a sentence saying so: (fresh, text)."
+    newest, behind = pd.Timestamp(q.last_date.max()), q[q.sessions_behind > max_stale] if max_stale else q.iloc[:0]
+    worst = ', '.join(f"{r.ticker} ({r.sessions_behind})" for r in behind.nlargest(5, 'sessions_behind').itertuples())
+    text = (f"Newest bar {newest:%Y-%m-%d} for run date {pd.Timestamp(run_date):%Y-%m-%d}. "
+            + (f"{len(behind)} of {len(q)} tickers are more than {max_stale} sessions behind (limit [quality] max_stale_sessions): {worst}" if len(behind)
+               else f"All {len(q)} tickers are within {max_stale} sessions of the run date (limit [quality] max_stale_sessions)."))
+    return behind.empty, text
 
 # %% ../nbs/12_monitor.ipynb #c7b3fd44
 def price_figure(g:pd.DataFrame, ticker:str) -> go.Figure:

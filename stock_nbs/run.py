@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_run.ipynb #e6bd5a99
 from __future__ import annotations
-import json, os, sys, threading, datetime as dt
+import json, os, sys, threading, time, datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
@@ -15,8 +15,8 @@ from .pipeline import new_run_id
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['SCRUBBED', 'daily_notebook', 'RunOutcome', 'render_report', 'KernelDiesWithRun', 'ScrubbedNotebooks',
-           'failed_manifest', 'execute_run', 'run_history']
+__all__ = ['SCRUBBED', 'POLL_SLICE', 'daily_notebook', 'RunOutcome', 'render_report', 'KernelDiesWithRun', 'ScrubbedNotebooks',
+           'failed_manifest', 'poll_in_slices', 'execute_run', 'run_history']
 
 # %% ../nbs/11_run.ipynb #d08137b2
 def daily_notebook() -> Path:
@@ -112,11 +112,30 @@ def failed_manifest(folder:Path, params:dict, started:dt.datetime, error:str|Non
     atomic_write(folder/'manifest.json', lambda tmp: tmp.write_text(json.dumps(m, indent=1, default=str)))
     return m
 
+# %% ../nbs/11_run.ipynb #5c248c53
+POLL_SLICE = 0.5  # seconds a kernel channel waits before polling its socket again
+
+# Written by hand: a wrapper of jupyter_client's own `get_msg` (the fix belongs upstream in its asyncio polling; see above)
+def poll_in_slices(step:float=POLL_SLICE):
+    "Make jupyter_client's asyncio kernel channels wait for a message in slices of `step` s (a missed wake-up then costs one slice, not the whole wait)."
+    from queue import Empty
+    from jupyter_client.channels import AsyncZMQSocketChannel
+    if getattr(AsyncZMQSocketChannel.get_msg, 'sliced', False): return
+    async def get_msg(self, timeout:float|None=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = step if deadline is None else min(step, max(deadline - time.monotonic(), 0))
+            if await self.socket.poll(int(wait * 1000)): return await self._recv()
+            if deadline is not None and time.monotonic() >= deadline: raise Empty
+    get_msg.sliced = True
+    AsyncZMQSocketChannel.get_msg = get_msg
+
 # %% ../nbs/11_run.ipynb #cb0bef46
 def execute_run(settings:Settings, run_date=None, tickers=None, source=None, interval=None, sync:bool=False, run_id:str|None=None) -> RunOutcome:
     "Execute the daily-run notebook for these parameters; render its report; the outcome."
     import papermill as pm
     from traitlets.config import Config
+    poll_in_slices()
     interval, secrets = interval or settings.source.interval, load_secrets(settings)
     run_date = check_run_date(run_date or dt.date.today()).date()  # refused here, before a kernel starts
     run_id, started = run_id or new_run_id(run_date, interval), dt.datetime.now(dt.timezone.utc)
