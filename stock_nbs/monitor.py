@@ -13,7 +13,7 @@ from .config import Settings
 
 # %% auto #0
 __all__ = ['manifests', 'history_frame', 'latest_quality', 'latest_drift_tests', 'freshness', 'voila_main', 'health_figure',
-           'drift_figure', 'drift_shares', 'drifting_tickers', 'share_figure', 'freshness_text', 'price_figure']
+           'drift_shares', 'drifting_tickers', 'share_figure', 'freshness_text', 'price_figure']
 
 # %% ../nbs/12_monitor.ipynb #200c22af
 def manifests(settings:Settings, last:int=30) -> list[dict]:
@@ -78,17 +78,6 @@ def health_figure(h:pd.DataFrame) -> go.Figure:
     fig.update_xaxes(type='category')
     fig.update_layout(barmode='stack', height=300, margin=dict(l=40, r=10, t=40, b=30), legend=dict(orientation='h', y=-0.2))
     fig.update_yaxes(range=[0, 100], row=1, col=1)
-    return fig
-
-def drift_figure(tests:pd.DataFrame) -> go.Figure:
-    "Heatmap of -log10(q) per ticker and feature; drifted cells marked."
-    grid = tests.pivot_table(index='ticker', columns='feature', values='q_value', aggfunc='min')
-    z = -np.log10(grid.clip(lower=1e-6).to_numpy(float))
-    fig = go.Figure(go.Heatmap(z=z, x=list(grid.columns), y=list(grid.index), colorscale='Reds', zmin=0, zmax=4,
-                               colorbar=dict(title='-log10 q'), hovertemplate='%{y} %{x}: -log10 q = %{z:.2f}<extra></extra>'))
-    d = tests[tests.drift]
-    if len(d): fig.add_scatter(x=d.feature, y=d.ticker, mode='markers', marker=dict(symbol='x', color='black', size=9), name='drift')
-    fig.update_layout(height=max(300, 16 * len(grid) + 120), margin=dict(l=110, r=10, t=30, b=60))
     return fig
 
 # %% ../nbs/12_monitor.ipynb #605b835d
