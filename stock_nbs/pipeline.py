@@ -244,9 +244,9 @@ def gold_task(job, root, settings:Settings, interval:str, full:bool) -> pl.DataF
     silver = store.read('silver', interval, _silver_context(job, anchors, gold_context_days(settings.features)))
     return _on_or_after(gold_bucket(silver, settings, anchors), job)
 
-def _lost_bucket(lost:BucketFailed, plan:Plan, tally:_Tally):
-    "A bucket whose task was lost: its tickers fail; a full pass, which cannot leave them out of its overwrite, stops and writes nothing."
-    if plan.full: raise StoreError(f"{len(lost.tickers)} tickers ({', '.join(lost.tickers[:3])}, ...) were not computed: {lost.error}; nothing was written")
+def _lost_bucket(lost:BucketFailed, tally:_Tally, overwriting:bool=False):
+    "A bucket whose task was lost: its tickers fail; a full pass's overwrite (`overwriting`), which cannot leave them out, stops and writes nothing."
+    if overwriting: raise StoreError(f"{len(lost.tickers)} tickers ({', '.join(lost.tickers[:3])}, ...) were not computed: {lost.error}; nothing was written")
     tally.errors.update(lost.errors()); tally.lost = True
 
 def _silver_frames(store:Store, settings:Settings, interval:str, plan:Plan, fx, tally:_Tally, bar, engine):
@@ -254,7 +254,7 @@ def _silver_frames(store:Store, settings:Settings, interval:str, plan:Plan, fx, 
     jobs = [{t: plan.since[t] for t in b} for b in _buckets(plan.since)]
     for job, out in zip(jobs, engine.map(silver_task, jobs, root=store.root, settings=settings, interval=interval, fx=fx, full=plan.full)):
         bar.update(len(job))
-        if isinstance(out, BucketFailed): _lost_bucket(out, plan, tally); continue
+        if isinstance(out, BucketFailed): _lost_bucket(out, tally, plan.full); continue
         if out is None: continue
         tally.errors.update(out.errors); tally.rejects.append((out.rejects, out.starts))
         yield out.silver, out.starts
@@ -263,7 +263,7 @@ def _gold_frames(store:Store, settings:Settings, interval:str, plan:Plan, starts
     "Gold rows of each bucket, computed on `engine`."
     jobs = _buckets(plan.since) if plan.full else [s for b in _buckets(plan.since) if len(s := starts.filter(pl.col('ticker').is_in(b)))]
     for out in engine.map(gold_task, jobs, root=store.root, settings=settings, interval=interval, full=plan.full):
-        if isinstance(out, BucketFailed): _lost_bucket(out, plan, tally); continue
+        if isinstance(out, BucketFailed): _lost_bucket(out, tally, plan.full); continue
         yield out
 
 # %% ../nbs/09_pipeline.ipynb #b15f04f0
@@ -333,7 +333,7 @@ def _pass_quality(store:Store, settings:Settings, interval:str, tickers:list, to
     "The quality report of `tickers`, bucket by bucket on `engine`, appended to the quality table."
     parts = []
     for out in engine.map(quality_task, _buckets(tickers) or [[]], root=store.root, settings=settings, interval=interval, today=today or dt.date.today()):
-        if isinstance(out, BucketFailed): tally.errors.update(out.errors()); tally.lost = True
+        if isinstance(out, BucketFailed): _lost_bucket(out, tally)  # (the quality table is appended to: nothing to stop)
         else: parts.append(out)
     rep = combine_facts(parts, settings.quality)
     if len(rep.tickers): store.append('quality', interval, pl.from_pandas(rep.tickers).with_columns(run_id=pl.lit(run_id or ''), reported_at=pl.lit(dt.datetime.now(dt.timezone.utc))), run_id)

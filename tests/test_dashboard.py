@@ -126,7 +126,9 @@ def test_thirty_fresh_loads_all_complete_half_of_them_beside_two_cpu_bound_proce
                     for panel in PANELS_WITH_CHARTS: pg.wait_for_selector(f'.panel-{panel} .js-plotly-plot', timeout=60_000)
                     pg.wait_for_selector('.panel-quality table', timeout=60_000)
                 except Exception as e:
-                    pytest.fail(f"load {i + 1} ({'busy' if burners else 'idle'} machine) incomplete after {time.monotonic() - t0:.0f} s: {e}; page: {pg.inner_text('body')[:800]!r}")
+                    pytest.fail(f"load {i + 1} ({'busy' if burners else 'idle'} machine) incomplete after {time.monotonic() - t0:.0f} s: {e}; "
+                                f"browser errors: {real_errors(errors)}; panels drawn: {pg.eval_on_selector_all('.js-plotly-plot', 'els => els.length')}; "
+                                f"page end: {pg.inner_text('body')[-800:]!r}")
                 assert real_errors(errors) == [], (i, real_errors(errors))
                 assert 'error when executing cell' not in pg.inner_text('body')
                 timings.append(first)
