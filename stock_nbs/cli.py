@@ -228,13 +228,17 @@ def cmd_db(a) -> int:
     print(f"{redact(url)}: " + (f"applied {', '.join(applied)}" if applied else 'schema up to date'))
     return 0
 
-def dashboard_command(settings:Settings, port:int=8866, ip:str='127.0.0.1') -> tuple[list, dict]:
-    "The voila command line and environment serving the dashboard for `settings`."
+def dashboard_command(settings:Settings, port:int=8866, ip:str='127.0.0.1',
+                      idle_kernel_s:int=300) -> tuple[list, dict]:  # a closed page's kernel is stopped after this many idle seconds
+    "The voila command line and environment serving the dashboard for `settings` (and its run reports at /reports/)."
     from stock_nbs.run import daily_notebook
     nb = daily_notebook().with_name('dashboard.ipynb')
     env = {**os.environ, **({'STOCK_NBS_SETTINGS': str(settings.path)} if settings.path else {})}
     cmd = [sys.executable, '-c', 'import sys; from stock_nbs.monitor import voila_main; sys.exit(voila_main())', str(nb), '--no-browser', f'--port={port}',
-           '--Voila.port_retries=0', f'--Voila.ip={ip}', '--theme=light', f'--Voila.root_dir={nb.parent}']
+           '--Voila.port_retries=0', f'--Voila.ip={ip}', '--theme=light', f'--Voila.root_dir={nb.parent}',
+           f'--Dashboard.reports_dir={Path(settings.run.reports_dir).resolve()}',
+           # every page load starts a kernel; one whose page is gone (no browser connected) and idle is stopped, not kept for good
+           f'--MappingKernelManager.cull_idle_timeout={idle_kernel_s}', f'--MappingKernelManager.cull_interval={max(idle_kernel_s // 4, 1)}']
     return cmd, env
 
 def _port_free(ip:str, port:int):

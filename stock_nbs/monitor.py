@@ -12,8 +12,9 @@ from plotly.subplots import make_subplots
 from .config import Settings
 
 # %% auto #0
-__all__ = ['manifests', 'history_frame', 'latest_quality', 'latest_drift_tests', 'freshness', 'voila_main', 'health_figure',
-           'drift_shares', 'drifting_tickers', 'share_figure', 'freshness_text', 'price_figure']
+__all__ = ['manifests', 'history_frame', 'latest_quality', 'latest_drift_tests', 'freshness', 'dashboard_app', 'voila_main',
+           'health_figure', 'drift_shares', 'drifting_tickers', 'share_figure', 'freshness_text', 'price_figure',
+           'price_chart', 'exchange_time', 'report_tickers']
 
 # %% ../nbs/12_monitor.ipynb #200c22af
 def manifests(settings:Settings, last:int=30) -> list[dict]:
@@ -56,14 +57,26 @@ def freshness(last_date, max_age_hours:float, now=None) -> tuple[bool, str]:
     return fresh, f"newest bar {pd.Timestamp(last_date):%Y-%m-%d}, {age:.0f} h ago ({business:.0f} h of weekdays; limit {max_age_hours:g} h)"
 
 # %% ../nbs/12_monitor.ipynb #21e9fc08
+def dashboard_app():
+    "Voila with one more route, `/reports/<name>.html`: the run reports of `--Dashboard.reports_dir`, read-only."
+    import tornado.web
+    from traitlets import Unicode
+    from voila.app import Voila
+    from jupyter_server.utils import url_path_join
+    class Dashboard(Voila):  # a subclass, because Voila takes extra routes only as server extensions, which this single-notebook app does not load
+        reports_dir = Unicode('', config=True, help='folder of the run reports served at /reports/')
+        def init_handlers(self):
+            route = (url_path_join(self.server_url, r'/reports/([^/]+\.html)'), tornado.web.StaticFileHandler, {'path': self.reports_dir})
+            return ([route] if self.reports_dir else []) + super().init_handlers()
+    return Dashboard
+
 def voila_main(argv:list|None=None):
-    "Run Voila (command-line `argv`, default `sys.argv[1:]`) with the kernel channels polling in slices."
+    "Run the dashboard's Voila (command-line `argv`, default `sys.argv[1:]`) with the kernel channels polling in slices."
     import sys
     from stock_nbs.run import poll_in_slices
-    from voila.app import main
     poll_in_slices()
     sys.argv = ['voila', *(sys.argv[1:] if argv is None else argv)]
-    return main()
+    return dashboard_app().launch_instance()
 
 # %% ../nbs/12_monitor.ipynb #14abd958
 _STATUS_COLOR = {'ok': '#2ca02c', 'degraded': '#ff7f0e', 'failed': '#d62728'}
@@ -129,3 +142,32 @@ def price_figure(g:pd.DataFrame, ticker:str) -> go.Figure:
     fig.update_layout(height=760, xaxis_rangeslider_visible=False, margin=dict(l=50, r=10, t=40, b=30), legend=dict(orientation='h', y=1.06))
     if g.date.dt.tz is None: fig.update_xaxes(rangebreaks=[dict(bounds=['sat', 'mon'])])  # no empty weekends between daily bars
     return fig
+
+# %% ../nbs/12_monitor.ipynb #237cd0d5
+def price_chart(g:pd.DataFrame, ticker:str, days:int=120):
+    "The last `days` bars of `price_figure`'s panels as a static matplotlib figure (for reports read offline)."
+    import matplotlib.pyplot as plt
+    g = g.tail(days).reset_index(drop=True)
+    fig, (px, vx, rx, mx) = plt.subplots(4, 1, figsize=(9, 6.5), sharex=True, gridspec_kw=dict(height_ratios=[3, 1, 1, 1.2]))
+    up = g.close >= g.open
+    px.vlines(g.index, g.low, g.high, color='#555', lw=0.6)
+    px.bar(g.index, (g.close - g.open).abs(), bottom=g[['open', 'close']].min(axis=1), color=up.map({True: '#26a69a', False: '#ef5350'}), width=0.7)
+    for c, color in (('sma_20', '#1f77b4'), ('sma_50', '#ff7f0e')): px.plot(g.index, g[c], color=color, lw=1, label=c.upper().replace('_', ' '))
+    vx.bar(g.index, g.volume.astype(float), color='#999', width=0.7)
+    rx.plot(g.index, g.rsi_14, color='#9467bd'); [rx.axhline(v, ls=':', color='#aaa', lw=1) for v in (30, 70)]
+    mx.bar(g.index, g.macd_hist, color='#bbb', width=0.7); mx.plot(g.index, g.macd, color='#2ca02c', label='MACD'); mx.plot(g.index, g.macd_signal, color='#d62728', label='signal')
+    for ax, title in ((px, f'{ticker} (INR)'), (vx, 'Volume'), (rx, 'RSI 14'), (mx, 'MACD')): ax.set_title(title, fontsize=9, loc='left')
+    ticks, fmt = list(range(0, len(g), max(len(g) // 6, 1))), '%Y-%m-%d' if g.date.dt.tz is None else '%m-%d %H:%M'
+    mx.set_xticks(ticks, [f'{d:{fmt}}' for d in g.date.iloc[ticks]], fontsize=8)  # bars by position: no empty weekends or nights
+    px.legend(fontsize=8, loc='upper left'); fig.tight_layout()
+    return fig
+
+# %% ../nbs/12_monitor.ipynb #db685bb3
+def exchange_time(g:pd.DataFrame, ticker:str) -> pd.DataFrame:
+    "`g` with intraday bar times (UTC in gold) in `ticker`'s exchange time zone; daily bars as they are."
+    from stock_nbs.config import market_of
+    return g.assign(date=g.date.dt.tz_convert(market_of(ticker).timezone)) if g.date.dt.tz is not None else g
+
+def report_tickers(quality:pd.DataFrame, drifting:pd.DataFrame, n:int=3) -> list:
+    "Up to `n` tickers worth a look: the most drifting first (`drifting_tickers` order), then the lowest quality scores."
+    return list(dict.fromkeys([*drifting.ticker, *quality.sort_values('quality_score', kind='stable').ticker]))[:n]

@@ -478,7 +478,8 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     tests = decide_run(rows, gold, d)
     roll = rollup(tests, d['retrain_share'])
     now = pd.Timestamp.now(tz='UTC')
-    if len(tests): store.append('drift_tests', interval, pl.from_pandas(tests.assign(threshold=pd.to_numeric(tests.threshold), run_id=run_id, tested_at=now)), run_id)
+    tests = tests.assign(threshold=pd.to_numeric(tests.threshold), run_id=run_id, tested_at=now)  # returned as stored
+    if len(tests): store.append('drift_tests', interval, pl.from_pandas(tests), run_id)
     alerts = tests[tests.drift].assign(run_id=run_id, detected_at=now)
     stored = save_alerts(store, interval, alerts, run_id) if len(alerts) else None
     summary = dict(status='drift' if len(alerts) else 'no drift', mode='frozen' if frozen else 'rolling',

@@ -1,5 +1,6 @@
 """The daily run end to end: papermill notebook, manifest, report, isolation, idempotence, exit codes, secrets, locking, intraday."""
 import hashlib, json, subprocess
+import nbformat
 import numpy as np, pandas as pd, polars as pl
 import pytest
 from conftest import CLI, run_cli
@@ -74,6 +75,11 @@ def test_executed_notebook_and_report_hold_the_summaries(first_run):
         assert text in nb and text in html, text
     assert 'start_run(' in nb and 'start_run(' not in html                  # the report hides the code
     assert '<img' in html                                                    # the plots are in it
+    cells = nbformat.reads(nb, as_version=4).cells
+    prices = next(c for c in cells if 'report_tickers(' in c.source)         # a price/indicator chart for each of 3 tickers worth a look
+    assert sum('image/png' in o.get('data', {}) for o in prices.outputs) == 3 and '4. Prices' in html
+    drift = next(c for c in cells if 'drifting_tickers(' in c.source)         # the drift summary: shares per feature, then the tickers
+    assert sum('image/png' in o.get('data', {}) for o in drift.outputs) == 1 and 'Tickers drifting: <strong>' in html
 
 
 def test_no_secret_lands_in_any_file(first_run):
