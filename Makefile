@@ -7,10 +7,12 @@ STAMP  := $(VENV)/.installed-stamp
 # pip reaches the package index only; its "Location ... is ignored" lines are noise here
 PIP_QUIET := 2>&1 | grep -v "is ignored" || true
 
-.PHONY: install demo test check-notebooks nbtest pytest clean-data help drift-eval db db-stop bench faults
+.PHONY: install demo lab readme test check-notebooks nbtest pytest clean-data help drift-eval db db-stop bench faults
 
 help:
 	@echo "make demo   - install, then run the daily pipeline (papermill notebook) offline on the synthetic source for the default universe"
+	@echo "make lab    - JupyterLab on the project (127.0.0.1, the venv's kernel); prints the URL with its token"
+	@echo "make readme - write README.md from nbs/index.ipynb (make test fails when they differ)"
 	@echo "make test   - install, check notebooks are clean and the library matches them, run nbdev-test and pytest"
 	@echo "make drift-eval - false-alarm and detection rates of the drift monitor on simulated data"
 	@echo "make bench  - stock_nbs next to a plain polars reference at 5,000 tickers x 10 years: rebuild, day, reads, daily run"
@@ -19,14 +21,22 @@ help:
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,cluster]" $(PIP_QUIET)
-	$(BIN)/python -c "import stock_nbs.cli, nbdev, pytest, ray, upath, s3fs, moto"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,cluster,lab]" $(PIP_QUIET)
+	$(BIN)/python -c "import stock_nbs.cli, nbdev, pytest, ray, upath, s3fs, moto, jupyterlab"
 	touch $@
 
 install: $(STAMP)
 
 demo: install
 	$(BIN)/stock-nbs run --settings settings.ini --source synthetic
+
+# JupyterLab on this folder, the venv's kernel, 127.0.0.1; prints the URL with its token
+lab: install
+	$(BIN)/stock-nbs lab --settings settings.ini
+
+# README.md is written from nbs/index.ipynb (edit the notebook, run it, then this)
+readme: install
+	$(BIN)/python tools/readme.py
 
 # nbdev-clean and nbdev-export must change nothing: notebooks are the source of truth and stay clean.
 check-notebooks: install
@@ -37,6 +47,7 @@ check-notebooks: install
 	  echo "nbdev-clean/nbdev-export changed these files (notebooks unclean or library out of sync); review and commit them:"; \
 	  diff <(echo "$$before") <(echo "$$after") | sed -n 's/^> [0-9a-f]*  /  /p'; exit 1; \
 	else echo "notebooks clean, library in sync"; fi
+	$(BIN)/python tools/readme.py --check
 
 # daily_run and dashboard are driven by papermill and Voila in tests/, not executed by nbdev-test
 nbtest: install

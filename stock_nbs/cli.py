@@ -14,8 +14,8 @@ from .store import Store, export_parquet, maintain, migrate_store
 
 # %% auto #0
 __all__ = ['cmd_ingest', 'cmd_transform', 'cmd_run', 'cmd_status', 'cmd_baseline', 'cmd_drift_backtest', 'cmd_drift_eval',
-           'cmd_sync', 'cmd_db', 'dashboard_command', 'cmd_dashboard', 'cmd_serve', 'cmd_settings', 'ini_text',
-           'cmd_maintain', 'cmd_migrate_store', 'main']
+           'cmd_sync', 'cmd_db', 'dashboard_command', 'cmd_dashboard', 'lab_command', 'cmd_lab', 'cmd_serve',
+           'cmd_settings', 'ini_text', 'cmd_maintain', 'cmd_migrate_store', 'main']
 
 # %% ../nbs/10_cli.ipynb #b7230f3a
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     da = sub.add_parser('dashboard', parents=[common], help='serve the Voila monitoring dashboard (nbs/dashboard.ipynb)')
     da.add_argument('--port', type=int, default=8866, help='port (default 8866)')
     da.add_argument('--ip', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine only)')
+    la = sub.add_parser('lab', parents=[common], help="JupyterLab on this folder with the project's kernel, on 127.0.0.1, printing its URL and token")
+    la.add_argument('--port', type=int, default=8888, help='port (default 8888)')
+    la.add_argument('--root', default='.', help='folder it opens on (default: the current one)')
+    la.add_argument('--no-browser', action='store_true', help='only print the URL (a server without a desktop)')
     sub.add_parser('settings', parents=[common], help='show the settings in force and where each value comes from')
     sv = sub.add_parser('serve', parents=[common], help='serve the REST API (FastAPI under uvicorn); keys from STOCK_NBS_API_KEYS')
     sv.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine only)')
@@ -257,6 +261,25 @@ def cmd_dashboard(a) -> int:
     print(f"dashboard: http://{a.ip}:{a.port}/  (settings {settings.path or 'built-in defaults'}; Ctrl-C stops it)", flush=True)
     return subprocess.call(cmd, env=env)
 
+def lab_command(settings:Settings, root='.', port:int=8888, browser:bool=True, token:str|None=None) -> tuple[list, dict, str]:
+    "JupyterLab's command line, environment (the token travels there, not in `ps`) and URL, on `root`, bound to 127.0.0.1."
+    import secrets
+    token = token or secrets.token_urlsafe(24)
+    env = {**os.environ, 'JUPYTER_TOKEN': token, **({'STOCK_NBS_SETTINGS': str(settings.path)} if settings.path else {})}
+    cmd = [sys.executable, '-m', 'jupyterlab', '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={port}', '--ServerApp.port_retries=0',
+           f'--ServerApp.root_dir={Path(root).resolve()}', *([] if browser else ['--no-browser']),
+           *(['--allow-root'] if os.geteuid() == 0 else [])]  # containers run as root; Jupyter refuses it unless told
+    return cmd, env, f'http://127.0.0.1:{port}/lab?token={token}'
+
+def cmd_lab(a) -> int:
+    "`stock-nbs lab`: JupyterLab until interrupted; its kernel is this environment's Python, so `import stock_nbs` works."
+    import subprocess
+    settings = load_settings(a.settings)
+    _port_free('127.0.0.1', a.port)
+    cmd, env, url = lab_command(settings, a.root, a.port, not a.no_browser)
+    print(f"JupyterLab: {url}\n  (folder {Path(a.root).resolve()}; kernel python3 = {sys.executable}; settings {settings.path or 'built-in defaults'}; Ctrl-C stops it)", flush=True)
+    return subprocess.call(cmd, env=env)
+
 def cmd_serve(a) -> int:
     "`stock-nbs serve`: the REST API until interrupted."
     from stock_nbs.api import serve, api_keys
@@ -325,7 +348,7 @@ def main(argv=None) -> int:
     "Entry point of `stock-nbs`; errors caused by input print one clear message and exit 2."
     a = _parser().parse_args(argv)
     commands = {'run': cmd_run, 'status': cmd_status, 'ingest': cmd_ingest, 'transform': cmd_transform, 'baseline': cmd_baseline,
-                'drift-eval': cmd_drift_eval, 'drift-backtest': cmd_drift_backtest, 'serve': cmd_serve, 'sync': cmd_sync, 'db': cmd_db, 'dashboard': cmd_dashboard, 'settings': cmd_settings,
+                'drift-eval': cmd_drift_eval, 'drift-backtest': cmd_drift_backtest, 'serve': cmd_serve, 'sync': cmd_sync, 'db': cmd_db, 'dashboard': cmd_dashboard, 'lab': cmd_lab, 'settings': cmd_settings,
                 'maintain': cmd_maintain, 'migrate-store': cmd_migrate_store}
     sys.stdout, sys.stderr = _Scrubbed(sys.stdout, a), _Scrubbed(sys.stderr, a)  # nothing the command prints can show a secret
     try: return commands[a.command](a)
