@@ -58,16 +58,22 @@ def freshness(last_date, max_age_hours:float, now=None) -> tuple[bool, str]:
 
 # %% ../nbs/12_monitor.ipynb #21e9fc08
 def dashboard_app():
-    "Voila with one more route, `/reports/<name>.html`: the run reports of `--Dashboard.reports_dir`, read-only."
-    import tornado.web
+    "Voila running one page's notebook at a time, with one more route, `/reports/<name>.html`: the run reports of `--Dashboard.reports_dir`, read-only."
+    import asyncio, tornado.web
     from traitlets import Unicode
     from voila.app import Voila
+    from voila.tornado.handler import TornadoVoilaHandler
     from jupyter_server.utils import url_path_join
+    turn = asyncio.Lock()
+    class OnePageAtATime(TornadoVoilaHandler):  # pages loaded at once broke ~1 in 5 ("widget model not found"); queued, none did, in the same total time
+        async def get(self, path=None):
+            async with turn: return await super().get(path)
     class Dashboard(Voila):  # a subclass, because Voila takes extra routes only as server extensions, which this single-notebook app does not load
         reports_dir = Unicode('', config=True, help='folder of the run reports served at /reports/')
         def init_handlers(self):
             route = (url_path_join(self.server_url, r'/reports/([^/]+\.html)'), tornado.web.StaticFileHandler, {'path': self.reports_dir})
-            return ([route] if self.reports_dir else []) + super().init_handlers()
+            own = [(r, OnePageAtATime if h is TornadoVoilaHandler else h, *rest) for r, h, *rest in super().init_handlers()]
+            return ([route] if self.reports_dir else []) + own
     return Dashboard
 
 def voila_main(argv:list|None=None):

@@ -37,6 +37,11 @@ def load(page, url, timeout_s=120) -> float:
     "Open the dashboard in `page` until every panel with a chart has drawn it; seconds to the first chart."
     t0 = time.monotonic()
     page.goto(url, wait_until='commit', timeout=timeout_s * 1000)
+    return drawn(page, t0, timeout_s)
+
+
+def drawn(page, t0: float, timeout_s=120) -> float:
+    "Wait until every panel with a chart in `page` has drawn it, and the quality table; seconds from `t0` to the first chart."
     page.wait_for_selector('.js-plotly-plot', timeout=timeout_s * 1000); first = time.monotonic() - t0
     for panel in ('health', 'drift', 'explore'): page.wait_for_selector(f'.panel-{panel} .js-plotly-plot', timeout=timeout_s * 1000)
     page.wait_for_selector('.panel-quality table', timeout=timeout_s * 1000)
