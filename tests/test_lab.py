@@ -27,7 +27,11 @@ def test_the_quickstart_runs_in_jupyterlab_without_an_error(tmp_path):
             pg.goto(url.replace('/lab?', '/lab/tree/tutorials/quickstart.ipynb?'), timeout=120_000)
             pg.wait_for_selector('.jp-Notebook .jp-CodeCell', timeout=120_000)
             pg.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)   # the venv's kernel is up
-            pg.click('.lm-MenuBar-itemLabel:text-is("Run")'); pg.click('.lm-Menu-itemLabel:text-is("Run All Cells")')
+            pg.click('.jp-Notebook .jp-Cell >> nth=0')                       # the notebook has the focus, so its commands are enabled
+            pg.click('.lm-MenuBar-itemLabel:text-is("Run")')
+            pg.locator('.lm-Menu-item:not(.lm-mod-disabled)', has=pg.locator('.lm-Menu-itemLabel:text-is("Run All Cells")')).click()
+            pg.wait_for_function("() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')].some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))",
+                                 timeout=30_000)                                 # it started
             pg.wait_for_function("""() => { const p = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
                                             return p.length && p.every(e => /^\\[\\d+\\]:$/.test(e.textContent.trim())); }""", timeout=300_000)
             pg.keyboard.press('Control+s'); pg.wait_for_timeout(2000)
