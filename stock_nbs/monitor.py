@@ -160,7 +160,8 @@ def price_chart(g:pd.DataFrame, ticker:str, days:int=120):
     px.bar(g.index, (g.close - g.open).abs(), bottom=g[['open', 'close']].min(axis=1), color=up.map({True: '#26a69a', False: '#ef5350'}), width=0.7)
     for c, color in (('sma_20', '#1f77b4'), ('sma_50', '#ff7f0e')): px.plot(g.index, g[c], color=color, lw=1, label=c.upper().replace('_', ' '))
     vx.bar(g.index, g.volume.astype(float), color='#999', width=0.7)
-    rx.plot(g.index, g.rsi_14, color='#9467bd'); [rx.axhline(v, ls=':', color='#aaa', lw=1) for v in (30, 70)]
+    rx.plot(g.index, g.rsi_14, color='#9467bd')
+    for level in (30, 70): rx.axhline(level, ls=':', color='#aaa', lw=1)
     mx.bar(g.index, g.macd_hist, color='#bbb', width=0.7); mx.plot(g.index, g.macd, color='#2ca02c', label='MACD'); mx.plot(g.index, g.macd_signal, color='#d62728', label='signal')
     for ax, title in ((px, f'{ticker} (INR)'), (vx, 'Volume'), (rx, 'RSI 14'), (mx, 'MACD')): ax.set_title(title, fontsize=9, loc='left')
     ticks, fmt = list(range(0, len(g), max(len(g) // 6, 1))), '%Y-%m-%d' if g.date.dt.tz is None else '%m-%d %H:%M'
