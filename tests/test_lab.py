@@ -1,11 +1,11 @@
 """JupyterLab as the quant meets it: `stock-nbs lab`'s server, the quickstart opened in headless Chromium, Run All, no cell errored."""
-import shutil, socket, subprocess, sys, time
+import shutil, subprocess, sys
 import nbformat
 from conftest import REPO
 from stock_nbs.cli import lab_command
 from stock_nbs.config import load_settings
 sys.path.insert(0, str(REPO/'tools'))
-from dashboard_probe import CHROMIUM, ARGS, free_port
+from dashboard_probe import CHROMIUM, ARGS, free_port, listening, stop
 
 
 def test_the_quickstart_runs_in_jupyterlab_without_an_error(tmp_path):
@@ -16,9 +16,7 @@ def test_the_quickstart_runs_in_jupyterlab_without_an_error(tmp_path):
     log = tmp_path/'lab.log'
     server = subprocess.Popen(cmd, env=env, stdout=log.open('w'), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        for _ in range(240):
-            try: socket.create_connection(('127.0.0.1', port), timeout=1).close(); break
-            except OSError: time.sleep(0.25)
+        listening(port, server, log)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             pg = browser.new_page(viewport={'width': 1400, 'height': 1000})
@@ -45,5 +43,5 @@ def test_the_quickstart_runs_in_jupyterlab_without_an_error(tmp_path):
         assert failed == [], failed
         assert sum('image/png' in o.get('data', {}) for c in code for o in c.outputs) >= 1 and errors == [], errors
     finally:
-        server.terminate(); server.wait(timeout=30)
+        stop(server)
         print(log.read_text()[-1500:])

@@ -21,11 +21,16 @@ def start(settings, log: Path, idle_kernel_s=300):
     port = free_port()
     cmd, env = dashboard_command(settings, port, idle_kernel_s=idle_kernel_s)
     proc = subprocess.Popen(cmd, env=env, stdout=log.open('w'), stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    for _ in range(90 * 4):  # until it accepts connections (a GET / would execute the whole notebook once just to probe)
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=1).close(); return f'http://127.0.0.1:{port}/', proc
+    listening(port, proc, log)   # (a GET / would execute the whole notebook once just to probe)
+    return f'http://127.0.0.1:{port}/', proc
+
+
+def listening(port: int, proc, log: Path, seconds=90):
+    "Wait until the server `proc` accepts connections on `port`; kill it and raise with the end of its `log` if it does not."
+    for _ in range(seconds * 4):
+        try: socket.create_connection(('127.0.0.1', port), timeout=1).close(); return
         except OSError: time.sleep(0.25)
-    proc.kill(); raise RuntimeError('voila did not listen within 90 s:\n' + log.read_text()[-3000:])
+    proc.kill(); raise RuntimeError(f'the server did not listen within {seconds} s:\n' + log.read_text()[-3000:])
 
 
 def stop(proc):
