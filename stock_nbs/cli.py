@@ -240,6 +240,7 @@ def dashboard_command(settings:Settings, port:int=8866, ip:str='127.0.0.1',
     env = {**os.environ, **({'STOCK_NBS_SETTINGS': str(settings.path)} if settings.path else {})}
     cmd = [sys.executable, '-c', 'import sys; from stock_nbs.monitor import voila_main; sys.exit(voila_main())', str(nb), '--no-browser', f'--port={port}',
            '--Voila.port_retries=0', f'--Voila.ip={ip}', '--theme=light', f'--Voila.root_dir={nb.parent}',
+           '--VoilaConfiguration.progressive_rendering=True',   # the page's widgets connect before the cells run (see monitor.dashboard_app)
            f'--Dashboard.reports_dir={Path(settings.run.reports_dir).resolve()}',
            # every page load starts a kernel; one whose page is gone (no browser connected) and idle is stopped, not kept for good
            f'--MappingKernelManager.cull_idle_timeout={idle_kernel_s}', f'--MappingKernelManager.cull_interval={max(idle_kernel_s // 4, 1)}']

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json, datetime as dt
 from pathlib import Path
 import numpy as np, pandas as pd
-import plotly.graph_objects as go
+import plotly.graph_objects as go, plotly.io as pio
 from plotly.subplots import make_subplots
 from .config import Settings
 
 # %% auto #0
 __all__ = ['manifests', 'history_frame', 'latest_quality', 'latest_drift_tests', 'freshness', 'dashboard_app', 'voila_main',
-           'health_figure', 'drift_shares', 'drifting_tickers', 'share_figure', 'freshness_text', 'price_figure',
-           'price_chart', 'exchange_time', 'report_tickers']
+           'health_figure', 'figure_bundle', 'drift_shares', 'drifting_tickers', 'share_figure', 'freshness_text',
+           'price_figure', 'price_chart', 'exchange_time', 'report_tickers']
 
 # %% ../nbs/12_monitor.ipynb #200c22af
 def manifests(settings:Settings, last:int=30) -> list[dict]:
@@ -58,22 +58,16 @@ def freshness(last_date, max_age_hours:float, now=None) -> tuple[bool, str]:
 
 # %% ../nbs/12_monitor.ipynb #21e9fc08
 def dashboard_app():
-    "Voila running one page's notebook at a time, with one more route, `/reports/<name>.html`: the run reports of `--Dashboard.reports_dir`, read-only."
-    import asyncio, tornado.web
+    "Voila with one more route, `/reports/<name>.html`: the run reports of `--Dashboard.reports_dir`, read-only."
+    import tornado.web
     from traitlets import Unicode
     from voila.app import Voila
-    from voila.tornado.handler import TornadoVoilaHandler
     from jupyter_server.utils import url_path_join
-    turn = asyncio.Lock()
-    class OnePageAtATime(TornadoVoilaHandler):  # pages loaded at once broke ~1 in 5 ("widget model not found"); queued, none did, in the same total time
-        async def get(self, path=None):
-            async with turn: return await super().get(path)
     class Dashboard(Voila):  # a subclass, because Voila takes extra routes only as server extensions, which this single-notebook app does not load
         reports_dir = Unicode('', config=True, help='folder of the run reports served at /reports/')
         def init_handlers(self):
             route = (url_path_join(self.server_url, r'/reports/([^/]+\.html)'), tornado.web.StaticFileHandler, {'path': self.reports_dir})
-            own = [(r, OnePageAtATime if h is TornadoVoilaHandler else h, *rest) for r, h, *rest in super().init_handlers()]
-            return ([route] if self.reports_dir else []) + own
+            return ([route] if self.reports_dir else []) + super().init_handlers()
     return Dashboard
 
 def voila_main(argv:list|None=None):
@@ -98,6 +92,11 @@ def health_figure(h:pd.DataFrame) -> go.Figure:
     fig.update_layout(barmode='stack', height=300, margin=dict(l=40, r=10, t=40, b=30), legend=dict(orientation='h', y=-0.2))
     fig.update_yaxes(range=[0, 100], row=1, col=1)
     return fig
+
+# %% ../nbs/12_monitor.ipynb #df3289a6
+def figure_bundle(fig:go.Figure) -> dict:
+    "The plotly mime bundle of `fig` (what `fig.show()` sends to Jupyter), for `IPython.display.display(bundle, raw=True)`."
+    return {'application/vnd.plotly.v1+json': json.loads(pio.to_json(fig, validate=False))}
 
 # %% ../nbs/12_monitor.ipynb #605b835d
 def drift_shares(tests:pd.DataFrame, last:int=20) -> pd.DataFrame:

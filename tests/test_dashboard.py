@@ -5,7 +5,7 @@ import pytest
 from conftest import REPO, run_cli
 from stock_nbs.config import load_settings
 sys.path.insert(0, str(REPO/'tools'))
-from dashboard_probe import CHROMIUM, ARGS, start, stop, load, drawn, shoot
+from dashboard_probe import CHROMIUM, ARGS, start, stop, load, drawn, shoot, timed
 
 SHOTS = REPO/'reports'/'dashboard'
 
@@ -34,6 +34,17 @@ def page():
         pg.on('requestfailed', lambda r: errors.append(f'request failed: {r.url}'))
         yield pg, errors
         browser.close()
+
+
+WIDGET_STATE = """async () => {   // what the page's widget manager knows, and whether the kernel still has the models it lacks
+    const m = window.jupyterapp && window.jupyterapp.widgetManager;
+    if (!m) return 'no widget manager';
+    const shown = [...document.querySelectorAll('script[type="application/vnd.voila.cell-output+json"]')].length;
+    const known = Object.keys(m._models);
+    let inKernel = '?';
+    try { const r = await m.kernel.requestCommInfo({target_name: 'jupyter.widget'}); inKernel = Object.keys(r.content.comms).length; } catch (e) { inKernel = `${e}`; }
+    return `restored ${m.restoredStatus}, models known ${known.length}, widget comms in the kernel ${inKernel}, kernel ${m.kernel.status}/${m.kernel.connectionStatus}, unrendered outputs ${shown}`;
+}"""
 
 
 def real_errors(errors):
@@ -71,15 +82,14 @@ def test_every_panel_renders_offline_and_the_ticker_picker_changes_the_chart(ser
     assert after.startswith('SBIN.NS|') and after.split('|')[2] != before.split('|')[2]
     pg.locator('.panel-explore').screenshot(path=str(SHOTS/'dashboard_explore_sbin.png'))
     assert real_errors(errors) == [], real_errors(errors)
-    print(f'first chart {first_chart:.1f} s after navigation')        # the 10 s target is measured, not asserted (make bench)
+    print(f'first chart {first_chart:.1f} s after navigation')        # the 3 s target is measured, not asserted (make bench)
 
 
 
-def test_thirty_fresh_loads_all_complete_three_at_a_time_then_one_at_a_time_beside_two_cpu_bound_processes(served):
-    # Before the kernel channels polled in slices (stock_nbs.run.poll_in_slices), 8 of 20 single loads never finished; before
-    # the server ran one page's notebook at a time (monitor.dashboard_app), 7 of 24 pages loaded 3 at once lost their widgets.
-    # Three at once beside the burners lost widgets in one make test (1 page in 15), so that mix is not run; one at a time beside
-    # them lost widgets once too (load 21, in another): still asserted. See the README's dashboard section for the lead.
+def test_thirty_fresh_loads_three_at_a_time_all_complete_half_of_them_beside_two_cpu_bound_processes(served):
+    # Before the kernel channels polled in slices (stock_nbs.run.poll_in_slices), 8 of 20 single loads never finished. Before progressive
+    # rendering, 16 of 45 pages loaded three at once lost their widgets to a race in the widgets front-end (see monitor.dashboard_app);
+    # the server then ran one page at a time, which made it rarer (one load of 30, beside the burners, in 2 of 4 full test runs).
     from playwright.sync_api import sync_playwright
     url, root, server = served
     burners, timings = [], []
@@ -87,10 +97,10 @@ def test_thirty_fresh_loads_all_complete_three_at_a_time_then_one_at_a_time_besi
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             done = 0
-            for round_, at_once in enumerate([3] * 5 + [1] * 15):   # 15 loads three at a time, then 15 one at a time beside two CPU burners
+            for round_, at_once in enumerate([3] * 10):   # 15 loads three at a time on an idle machine, then 15 beside two CPU burners
                 if round_ == 5: burners = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(2)]
                 ctxs = [browser.new_context(viewport={'width': 1400, 'height': 1000}) for _ in range(at_once)]
-                pages, errors = [c.new_page() for c in ctxs], [[] for _ in ctxs]
+                pages, errors = [timed(c.new_page()) for c in ctxs], [[] for _ in ctxs]
                 for pg, errs in zip(pages, errors):
                     pg.on('pageerror', lambda e, errs=errs: errs.append(f'page error: {e}'))
                     pg.on('console', lambda m, errs=errs: errs.append(f'console {m.type}: {m.text}') if m.type == 'error' else None)
@@ -101,8 +111,8 @@ def test_thirty_fresh_loads_all_complete_three_at_a_time_then_one_at_a_time_besi
                     try: timings.append(drawn(pg, t0, timeout_s=90))
                     except Exception as e:
                         pytest.fail(f"load {load_no} ({'busy' if burners else 'idle'} machine) incomplete after {time.monotonic() - t0:.0f} s: {e}; "
-                                    f"browser errors: {real_errors(errs)}; panels drawn: {pg.eval_on_selector_all('.js-plotly-plot', 'els => els.length')}; "
-                                    f"page end: {pg.inner_text('body')[-800:]!r}")
+                                    f"browser errors: {real_errors(errs)}; widgets: {pg.evaluate(WIDGET_STATE)}; panels drawn: {pg.eval_on_selector_all('.js-plotly-plot', 'els => els.length')}; "
+                                    f"page end: {pg.inner_text('body')[-800:]!r}; server log end: {(root/'voila.log').read_text()[-1500:]}")
                     assert real_errors(errs) == [], (load_no, real_errors(errs))
                     assert 'error when executing cell' not in pg.inner_text('body')
                 for c in ctxs: c.close()
@@ -110,8 +120,8 @@ def test_thirty_fresh_loads_all_complete_three_at_a_time_then_one_at_a_time_besi
             for b in burners: b.kill()
             browser.close()
     idle, busy = sorted(timings[:15]), sorted(timings[15:])
-    print(f"first chart, 3 pages at once on an idle machine (from their common start): median {idle[7]:.1f} s, max {idle[-1]:.1f} s; "
-          f"one page beside two CPU-bound processes: median {busy[7]:.1f} s, max {busy[-1]:.1f} s")
+    print(f"first chart, 3 pages at once (each from its navigation start), on an idle machine: median {idle[7]:.1f} s, max {idle[-1]:.1f} s; "
+          f"beside two CPU-bound processes: median {busy[7]:.1f} s, max {busy[-1]:.1f} s")
 
 
 def test_without_any_run_the_dashboard_says_what_to_run(tmp_path, page):
@@ -154,7 +164,14 @@ def test_a_closed_pages_kernel_is_stopped(served, page):
     # Voila's own shutdown on page close is refused (no _xsrf), so every load used to leave its ~165 MB kernel running.
     url, root, _ = served
     url, proc = start(load_settings(root/'settings.ini', env={}), root/'voila_cull.log', idle_kernel_s=3)
-    kernels = lambda: [c for c in psutil.Process(proc.pid).children(recursive=True) if 'ipykernel_launcher' in ' '.join(c.cmdline())]
+    def kernels():
+        "The server's running kernels (a kernel just stopped may linger as a zombie until reaped: stopped all the same)."
+        alive = []
+        for c in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if c.status() != psutil.STATUS_ZOMBIE and 'ipykernel_launcher' in ' '.join(c.cmdline()): alive.append(c)
+            except psutil.NoSuchProcess: pass   # ZombieProcess is one
+        return alive
     try:
         pg, errors = page
         load(pg, url)

@@ -7,12 +7,15 @@ from stock_nbs.config import load_settings
 sys.path.insert(0, str(REPO/'tools'))
 from dashboard_probe import CHROMIUM, ARGS, free_port, listening, stop
 
+PROMPT_SHOWS_A_RUN = "() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')].some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+
 
 def test_the_quickstart_runs_in_jupyterlab_without_an_error(tmp_path):
     from playwright.sync_api import sync_playwright
     shutil.copytree(REPO/'nbs'/'tutorials', tmp_path/'tutorials')   # a copy: Lab saves the run's outputs into it
     port = free_port()
     cmd, env, url = lab_command(load_settings(None, env={}), tmp_path, port, browser=False)
+    cmd.append('--expose-app-in-browser')   # window.jupyterapp: Run All through Lab's command registry, as JupyterLab's own Galata tests drive it
     log = tmp_path/'lab.log'
     server = subprocess.Popen(cmd, env=env, stdout=log.open('w'), stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -25,14 +28,20 @@ def test_the_quickstart_runs_in_jupyterlab_without_an_error(tmp_path):
             pg.goto(url.replace('/lab?', '/lab/tree/tutorials/quickstart.ipynb?'), timeout=120_000)
             pg.wait_for_selector('.jp-Notebook .jp-CodeCell', timeout=120_000)
             pg.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)   # the venv's kernel is up
-            pg.click('.jp-Notebook .jp-Cell >> nth=0')                       # the notebook has the focus, so its commands are enabled
-            pg.click('.lm-MenuBar-itemLabel:text-is("Run")')
-            pg.locator('.lm-Menu-item:not(.lm-mod-disabled)', has=pg.locator('.lm-Menu-itemLabel:text-is("Run All Cells")')).click()
-            pg.wait_for_function("() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')].some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))",
-                                 timeout=30_000)                                 # it started
+            kernel = "() => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status ?? 'no kernel'"
+            pg.wait_for_function(f"() => ({kernel})() === 'idle'", timeout=120_000)
+            pg.evaluate("""() => { window.runAll = 'running'; window.jupyterapp.commands.execute('notebook:run-all-cells')
+                                        .then(r => window.runAll = `done: ${r}`, e => window.runAll = `failed: ${e}`); }""")
+            try: pg.wait_for_function(PROMPT_SHOWS_A_RUN, timeout=30_000)
+            except Exception as e:                                          # say what the page showed, not just that it timed out
+                pg.screenshot(path=str(REPO/'reports'/'lab_run_all_not_started.png'))
+                raise AssertionError(f"Run All did not start (the command: {pg.evaluate('() => window.runAll')!r}, kernel {pg.evaluate(kernel)!r}, "
+                                     f"current widget {pg.evaluate('() => window.jupyterapp.shell.currentWidget?.title.label')!r}, "
+                                     f"dialogs {pg.eval_on_selector_all('.jp-Dialog', 'els => els.map(e => e.innerText)')!r}); "
+                                     f"screenshot reports/lab_run_all_not_started.png") from e
             pg.wait_for_function("""() => { const p = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
                                             return p.length && p.every(e => /^\\[\\d+\\]:$/.test(e.textContent.trim())); }""", timeout=300_000)
-            pg.keyboard.press('Control+s'); pg.wait_for_timeout(2000)
+            pg.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")   # resolves once written
             plot = pg.locator('.jp-OutputArea-output img').first
             plot.scroll_into_view_if_needed(); plot.screenshot(path=str(REPO/'reports'/'quickstart_plot.png'))
             browser.close()
