@@ -39,11 +39,10 @@ def page():
 WIDGET_STATE = """async () => {   // what the page's widget manager knows, and whether the kernel still has the models it lacks
     const m = window.jupyterapp && window.jupyterapp.widgetManager;
     if (!m) return 'no widget manager';
-    const shown = [...document.querySelectorAll('script[type="application/vnd.voila.cell-output+json"]')].length;
     const known = Object.keys(m._models);
     let inKernel = '?';
     try { const r = await m.kernel.requestCommInfo({target_name: 'jupyter.widget'}); inKernel = Object.keys(r.content.comms).length; } catch (e) { inKernel = `${e}`; }
-    return `restored ${m.restoredStatus}, models known ${known.length}, widget comms in the kernel ${inKernel}, kernel ${m.kernel.status}/${m.kernel.connectionStatus}, unrendered outputs ${shown}`;
+    return `restored ${m.restoredStatus}, models known ${known.length}, widget comms in the kernel ${inKernel}, kernel ${m.kernel.status}/${m.kernel.connectionStatus}`;
 }"""
 
 
