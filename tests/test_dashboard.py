@@ -56,14 +56,7 @@ def test_every_panel_renders_offline_and_the_ticker_picker_changes_the_chart(ser
     url, root, server = served
     pg, errors = page
     SHOTS.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    pg.goto(url, wait_until='commit', timeout=120_000)
-    pg.wait_for_selector('.panel-explore .js-plotly-plot', timeout=120_000)
-    first_chart = time.monotonic() - t0
-    for panel in ('health', 'quality', 'drift', 'explore'):
-        pg.wait_for_selector(f'.panel-{panel}', timeout=60_000)
-    pg.wait_for_selector('.panel-health .js-plotly-plot', timeout=60_000)
-    pg.wait_for_selector('.panel-drift .js-plotly-plot', timeout=60_000)
+    first_chart = load(pg, url)                                  # every panel with its chart, and the quality table
     text = pg.inner_text('body')
     assert 'Last run DEGRADED' in text and '5 of 6 tickers ok' in text and 'EURGBP=X' in text
     assert 'quality_score' in pg.inner_text('.panel-quality') and 'TCS.NS' in pg.inner_text('.panel-quality')
@@ -84,7 +77,6 @@ def test_every_panel_renders_offline_and_the_ticker_picker_changes_the_chart(ser
     print(f'first chart {first_chart:.1f} s after navigation')        # the 3 s target is measured, not asserted (make bench)
 
 
-
 def test_thirty_fresh_loads_three_at_a_time_all_complete_half_of_them_beside_two_cpu_bound_processes(served):
     # Before the kernel channels polled in slices (stock_nbs.run.poll_in_slices), 8 of 20 single loads never finished. Before progressive
     # rendering, 16 of 45 pages loaded three at once lost their widgets to a race in the widgets front-end (see monitor.dashboard_app);
@@ -95,19 +87,18 @@ def test_thirty_fresh_loads_three_at_a_time_all_complete_half_of_them_beside_two
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            done = 0
-            for round_, at_once in enumerate([3] * 10):   # 15 loads three at a time on an idle machine, then 15 beside two CPU burners
+            for round_ in range(10):   # 15 loads three at a time on an idle machine, then 15 beside two CPU burners
                 if round_ == 5: burners = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(2)]
-                ctxs = [browser.new_context(viewport={'width': 1400, 'height': 1000}) for _ in range(at_once)]
+                ctxs = [browser.new_context(viewport={'width': 1400, 'height': 1000}) for _ in range(3)]
                 pages, errors = [timed(c.new_page()) for c in ctxs], [[] for _ in ctxs]
                 for pg, errs in zip(pages, errors):
                     pg.on('pageerror', lambda e, errs=errs: errs.append(f'page error: {e}'))
                     pg.on('console', lambda m, errs=errs: errs.append(f'console {m.type}: {m.text}') if m.type == 'error' else None)
                 t0 = time.monotonic()
                 for pg in pages: pg.goto(url, wait_until='commit', timeout=60_000)   # fresh pages at once
-                for pg, errs in zip(pages, errors):
-                    done += 1; load_no = done
-                    try: timings.append(drawn(pg, t0, timeout_s=90))
+                for i, (pg, errs) in enumerate(zip(pages, errors)):
+                    load_no = round_ * 3 + i + 1
+                    try: timings.append(drawn(pg, timeout_s=90))
                     except Exception as e:
                         pytest.fail(f"load {load_no} ({'busy' if burners else 'idle'} machine) incomplete after {time.monotonic() - t0:.0f} s: {e}; "
                                     f"browser errors: {real_errors(errs)}; widgets: {pg.evaluate(WIDGET_STATE)}; panels drawn: {pg.eval_on_selector_all('.js-plotly-plot', 'els => els.length')}; "
