@@ -5,6 +5,7 @@
 # %% ../nbs/00_config.ipynb #d853e3c6
 from __future__ import annotations
 import configparser, html, json, logging, os, re, warnings, datetime as dt
+from collections import Counter
 from urllib.parse import quote, unquote
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +96,7 @@ def _tickers(s):
     if not items: raise ValueError("expected at least one ticker")
     bad = [t for t in items if not _TICKER_RE.match(t)]
     if bad: raise ValueError(f"not a Yahoo ticker (upper case, suffix .NS, .BO, =X or none for US): {', '.join(bad)}")
-    dups = sorted({t for t in items if items.count(t) > 1})
+    dups = sorted(t for t, n in Counter(items).items() if n > 1)
     if dups: raise ValueError(f"listed more than once: {', '.join(dups)}")
     return items
 

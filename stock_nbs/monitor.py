@@ -12,19 +12,13 @@ from plotly.subplots import make_subplots
 from .config import Settings
 
 # %% auto #0
-__all__ = ['manifests', 'history_frame', 'latest_quality', 'latest_drift_tests', 'freshness', 'dashboard_app', 'voila_main',
-           'health_figure', 'figure_bundle', 'drift_shares', 'drifting_tickers', 'share_figure', 'freshness_text',
-           'price_figure', 'price_chart', 'exchange_time', 'report_tickers']
+__all__ = ['history_frame', 'latest_quality', 'latest_drift_tests', 'freshness', 'dashboard_app', 'voila_main', 'health_figure',
+           'figure_bundle', 'drift_shares', 'drifting_tickers', 'share_figure', 'freshness_text', 'price_figure',
+           'price_chart', 'exchange_time', 'report_tickers']
 
 # %% ../nbs/12_monitor.ipynb #200c22af
-def manifests(settings:Settings, last:int=30) -> list[dict]:
-    "The last `last` run manifests, newest first."
-    runs = Path(settings.run.runs_dir)
-    files = sorted(runs.glob('*/manifest.json'), reverse=True)[:last] if runs.is_dir() else []
-    return [json.loads(f.read_text()) for f in files]
-
 def history_frame(ms:list[dict]) -> pd.DataFrame:
-    "One row per run: start, status, success rate, seconds per stage."
+    "One row per run summary: start, status, success rate, seconds per stage."
     stages = ('ingest', 'transform_total', 'drift', 'sync')
     rows = [dict(run_id=m['run_id'], started=pd.Timestamp(m['started_at']), run_date=m['parameters']['run_date'], interval=m['parameters']['interval'],
                  status=m['status'], duration=m['duration_s'], success_rate=m['tickers']['success_rate'], failed=m['tickers']['failed'],

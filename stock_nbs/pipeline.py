@@ -13,7 +13,7 @@ import numpy as np, pandas as pd, polars as pl, pyarrow as pa
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, is_remote, market_of, load_settings, load_secrets, _tickers, scrub, ScrubbingFormatter
 from .ingest import ingest, check_run_date
-from .store import Store, StoreError, TableUnreadable, changes, export_parquet, maintain, atomic_write, damaged_files
+from .store import Store, StoreError, TableUnreadable, changes, export_parquet, maintain, atomic_write, damaged_files, run_summary
 from .clean import clean_panel, fx_series, Cleaned, with_local_day
 from .features import gold_panel, STATE_COLUMNS
 from .quality import BucketFacts, bucket_facts, combine_facts, output_gate, calendar_notes
@@ -655,11 +655,11 @@ DailyRun.status, DailyRun.manifest = _status, _manifest
 
 # %% ../nbs/09_pipeline.ipynb #8cc60c52
 def _record(self:DailyRun, m:dict):
-    "Append the run to the `runs` table (the versions it read and wrote), and every `[storage] maintain_every` runs compact and vacuum the tables."
+    "Append the run to the `runs` table (the versions it read and wrote, its summary), and every `[storage] maintain_every` runs compact and vacuum the tables."
     store = Store(self.settings.data_dir)
     row = pl.DataFrame({'run_id': [self.run_id], 'interval': [self.interval], 'run_date': [self.run_date.date()], 'status': [m['status']],
                         'started_at': [self.started], 'finished_at': [dt.datetime.now(dt.timezone.utc)], 'versions': [json.dumps(m['versions']['written'])],
-                        'manifest': [str(self.folder/'manifest.json')]})
+                        'manifest': [str(self.folder/'manifest.json')], 'summary': [json.dumps(run_summary(m), default=str)]})
     v = store.append('runs', None, row, self.run_id)
     every = self.settings.storage['maintain_every']
     if every and (v + 1) % every == 0: self._timed('maintain', maintain, self.settings, [self.interval], self.run_id)
@@ -669,7 +669,7 @@ def _finish(self:DailyRun) -> dict:
     m = self.manifest()
     text = scrub(json.dumps(m, indent=1, default=str), load_secrets(self.settings))  # error texts may quote a driver's message
     atomic_write(self.folder/'manifest.json', lambda tmp: tmp.write_text(text))
-    try: self.record(m)
+    try: self.record(json.loads(text))  # (the scrubbed manifest: the summary keeps the reasons)
     except StockNbsError as e: log.error("run not recorded in the runs table: %s", e)
     log.info("run %s finished: %s in %.1f s", self.run_id, m['status'], m['duration_s'])
     self._stack.close()

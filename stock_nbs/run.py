@@ -12,7 +12,7 @@ from jupyter_client import AsyncKernelManager
 from .config import Settings, StockNbsError, Secrets, load_secrets, scrub
 from .ingest import check_run_date
 from .pipeline import new_run_id
-from .store import atomic_write
+from .store import Store, atomic_write, run_summaries
 
 # %% auto #0
 __all__ = ['SCRUBBED', 'POLL_SLICE', 'daily_notebook', 'RunOutcome', 'render_report', 'KernelDiesWithRun', 'ScrubbedNotebooks',
@@ -154,12 +154,10 @@ def execute_run(settings:Settings, run_date=None, tickers=None, source=None, int
 
 # %% ../nbs/11_run.ipynb #59921735
 def run_history(settings:Settings, last:int=10) -> pd.DataFrame:
-    "The last `last` runs from their manifests: when, what, status, durations, failures."
-    runs = Path(settings.run.runs_dir)
+    "The last `last` runs from the `runs` table: when, what, status, durations, failures."
     rows = []
-    for f in sorted(runs.glob('*/manifest.json'), reverse=True)[:last] if runs.is_dir() else []:
-        m = json.loads(f.read_text())
-        failed = [t['ticker'] for t in m.get('per_ticker', []) if t['status'] == 'failed']
+    for m in run_summaries(Store(settings.data_dir), last):
+        failed = [t['ticker'] for t in m.get('failed_tickers', [])]
         t = m.get('timings', {})
         rows.append(dict(run_id=m['run_id'], run_date=m['parameters']['run_date'], interval=m['parameters']['interval'], status=m['status'],
                          seconds=m['duration_s'], ingest_s=t.get('ingest'), transform_s=t.get('transform_total'),

@@ -17,9 +17,9 @@ from .config import StockNbsError, Settings, load_settings, find_settings, _is_p
 # %% auto #0
 __all__ = ['log', 'LOCK_NAME', 'LAYERS', 'PARTITIONED', 'ROW_GROUP', 'LEASE_SECONDS', 'OLDEST_KEY', 'INTERNAL', 'EXPORT_NAME',
            'OLD_META', 'OLD_PARTS', 'StoreError', 'TableUnreadable', 'Store', 'damaged_files', 'with_year', 'Changes',
-           'changes', 'atomic_write', 'LeaseHeld', 'Lease', 'Recovered', 'run_versions', 'resolve_as_of',
-           'scan_features', 'to_pandas', 'load_features', 'checkout_settings', 'export_path', 'export_parquet',
-           'Maintained', 'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
+           'changes', 'atomic_write', 'LeaseHeld', 'Lease', 'Recovered', 'run_versions', 'resolve_as_of', 'run_summary',
+           'run_summaries', 'scan_features', 'to_pandas', 'load_features', 'checkout_settings', 'export_path',
+           'export_parquet', 'Maintained', 'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
 
 # %% ../nbs/02_store.ipynb #a232d1b1
 os.environ.setdefault('TOKIO_WORKER_THREADS', str(max(len(os.sched_getaffinity(0)), 2)))  # (the CPUs this process may use, as the runtime counts them)
@@ -462,6 +462,24 @@ def resolve_as_of(store:Store, as_of, layer:str='gold', interval:str='1d'):
     try: ts = pd.Timestamp(as_of)
     except (ValueError, TypeError): raise StoreError(f"as_of {as_of!r} is neither a table version, a run id in {store.path('runs', None)}, nor a time") from None
     return (ts.tz_localize('UTC') if ts.tz is None else ts).to_pydatetime()
+
+# %% ../nbs/02_store.ipynb #a64158d0
+def run_summary(manifest:dict) -> dict:
+    "A run's manifest without what grows with the universe or the history (per-ticker rows, settings, the ticker list, the list of gap steps: counted instead), with its failed tickers' rows."
+    m = {k: v for k, v in manifest.items() if k not in ('per_ticker', 'settings')}
+    p, q = m.get('parameters') or {}, m.get('quality') or {}
+    if 'tickers' in p: m['parameters'] = {k: v for k, v in p.items() if k != 'tickers'} | {'ticker_count': None if p['tickers'] is None else len(p['tickers'])}
+    if 'gap_steps' in q: m['quality'] = {k: v for k, v in q.items() if k != 'gap_steps'} | {'gap_step_count': len(q['gap_steps'])}
+    return m | {'failed_tickers': [t for t in manifest.get('per_ticker', []) if t.get('status') == 'failed']}
+
+def run_summaries(store:Store, last:int=30) -> list[dict]:
+    "The summaries of the last `last` runs in the `runs` table, newest first (a run recorded before summaries were kept: from its manifest file while it is there)."
+    lf = store.scan('runs', None)
+    if lf is None: return []
+    kept = 'summary' in lf.collect_schema().names()
+    newest = lf.sort('started_at', descending=True).head(last)
+    rows = store.collect(newest.select(summary=pl.col('summary') if kept else pl.lit(None, pl.String), manifest='manifest'), 'runs', None)
+    return [json.loads(s) if s else run_summary(json.loads(Path(m).read_text())) for s, m in rows.iter_rows() if s or Path(m).is_file()]
 
 # %% ../nbs/02_store.ipynb #7fc66f70
 INTERNAL = ('year',)  # columns of gold a user does not ask for

@@ -6,7 +6,7 @@ import pytest
 from conftest import CLI, run_cli
 from stock_nbs import load_features
 from stock_nbs.config import load_settings
-from stock_nbs.store import Store
+from stock_nbs.store import Store, run_summaries
 
 TICKERS = 'TCS.NS INFY.NS SBIN.NS ITC.NS RELIANCE.NS HDFCBANK.NS AAPL MSFT USDINR=X EURGBP=X'
 SECRETS = {'DATABASE_URL': 'postgresql://quant:Sup3r-s3cret-pw@db.example.supabase.co:5432/postgres',
@@ -64,6 +64,18 @@ def test_manifest_lists_every_ticker_counts_faults_and_isolates_the_failure(firs
     assert m['rows']['gold_rows'] == sum(t['gold_rows'] for t in m['per_ticker'])
     assert m['code_version']['stock_nbs'] and m['parameters']['run_date'] == '2024-06-28'
     assert (ini.parent/'runs'/m['run_id']/'run.log').read_text().count('EURGBP=X') >= 1
+
+
+def test_the_runs_table_keeps_the_runs_summary_for_history_views(first_run):
+    ini, p = first_run
+    m, path = manifest_of(p.stdout)
+    s = next(x for x in run_summaries(Store(ini.parent/'data'), 100) if x['run_id'] == m['run_id'])
+    assert 'per_ticker' not in s and 'settings' not in s            # they grow with the universe; the manifest keeps them
+    assert {k: s[k] for k in ('status', 'reasons', 'tickers', 'timings', 'rows', 'versions')} == {k: m[k] for k in ('status', 'reasons', 'tickers', 'timings', 'rows', 'versions')}
+    assert s['failed_tickers'] == [t for t in m['per_ticker'] if t['ticker'] == 'EURGBP=X']
+    status = run_cli('status', '--settings', ini)
+    row = next(l for l in status.stdout.splitlines() if m['run_id'] in l)
+    assert 'degraded' in row and 'EURGBP=X' in row, status.stdout
 
 
 def test_executed_notebook_and_report_hold_the_summaries(first_run):
