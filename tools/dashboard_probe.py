@@ -10,7 +10,8 @@ ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-f
 PANELS = ('health', 'quality', 'drift', 'explore')
 FIRST_CHART = """window.firstChartMs = null;
 new MutationObserver((_, watch) => {
-  if (document.querySelector('.js-plotly-plot .main-svg')) { window.firstChartMs = performance.now(); watch.disconnect(); }
+  /* a panel's chart, not the empty figure the dashboard sends first to start plotly.js */
+  if (document.querySelector('[class*="panel-"] .js-plotly-plot .main-svg')) { window.firstChartMs = performance.now(); watch.disconnect(); }
 }).observe(document, {subtree: true, childList: true});"""
 
 
