@@ -146,7 +146,7 @@ def latest_rows(s:Settings) -> dict:
 
 def system_health(s:Settings) -> dict:
     "Freshness of the newest bar, the database's state, the last run, and an overall score (0-100)."
-    ms = run_summaries(Store(s.data_dir), 1)
+    ms = run_summaries(s, 1)
     g = Store(s.data_dir).scan('gold', '1d')
     last = None if g is None else Store(s.data_dir).collect(g.select(pl.col('date').max()), 'gold', '1d').item()
     fresh, said = freshness(last, s.quality['max_age_hours']) if last else (False, 'no gold rows yet')
@@ -159,7 +159,7 @@ def system_health(s:Settings) -> dict:
 
 def pipeline_metrics(s:Settings, last:int=30) -> dict:
     "Over the last runs: latency per ticker, throughput, success rate and rows."
-    ms = run_summaries(Store(s.data_dir), last)
+    ms = run_summaries(s, last)
     if not ms: return dict(runs=0)
     per = [m['duration_s'] / max(m['tickers']['total'], 1) for m in ms]
     rows = [m.get('rows', {}).get('gold_rows', 0) for m in ms]
@@ -230,7 +230,7 @@ def get_features(request:Request, tickers:str|None=Query(None, description='comm
 
 @router.get('/runs', tags=['runs'])
 def get_runs(last:int=Query(20, ge=1, le=1000), s:Settings=Depends(require_key)) -> dict:
-    return {'runs': [{k: m.get(k) for k in ('run_id', 'status', 'started_at', 'duration_s', 'reasons')} | {'run_date': m['parameters']['run_date']} for m in run_summaries(Store(s.data_dir), last)]}
+    return {'runs': [{k: m.get(k) for k in ('run_id', 'status', 'started_at', 'duration_s', 'reasons')} | {'run_date': m['parameters']['run_date']} for m in run_summaries(s, last)]}
 
 @router.get('/runs/{run_id}', tags=['runs'])
 def get_run(request:Request, run_id:str, s:Settings=Depends(require_key)) -> dict:

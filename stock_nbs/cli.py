@@ -166,7 +166,7 @@ def cmd_status(a) -> int:
     from stock_nbs.run import run_history
     settings = load_settings(a.settings)
     hist = run_history(settings, a.last)
-    if hist.empty: print(f"no runs recorded yet in {Store(settings.data_dir).path('runs', None)}; start one with `stock-nbs run`"); return 0
+    if hist.empty: print(f"no runs yet in {Store(settings.data_dir).path('runs', None)} or {settings.run.runs_dir}; start one with `stock-nbs run`"); return 0
     with pd.option_context('display.width', 200, 'display.max_colwidth', 60): print(hist.to_string(index=False))
     return 0
 

@@ -12,7 +12,7 @@ from jupyter_client import AsyncKernelManager
 from .config import Settings, StockNbsError, Secrets, load_secrets, scrub
 from .ingest import check_run_date
 from .pipeline import new_run_id
-from .store import Store, atomic_write, run_summaries
+from .store import atomic_write, run_summaries
 
 # %% auto #0
 __all__ = ['SCRUBBED', 'POLL_SLICE', 'daily_notebook', 'RunOutcome', 'render_report', 'KernelDiesWithRun', 'ScrubbedNotebooks',
@@ -154,9 +154,9 @@ def execute_run(settings:Settings, run_date=None, tickers=None, source=None, int
 
 # %% ../nbs/11_run.ipynb #59921735
 def run_history(settings:Settings, last:int=10) -> pd.DataFrame:
-    "The last `last` runs from the `runs` table: when, what, status, durations, failures."
+    "The last `last` runs (`store.run_summaries`): when, what, status, durations, failures."
     rows = []
-    for m in run_summaries(Store(settings.data_dir), last):
+    for m in run_summaries(settings, last):
         failed = [t['ticker'] for t in m.get('failed_tickers', [])]
         t = m.get('timings', {})
         rows.append(dict(run_id=m['run_id'], run_date=m['parameters']['run_date'], interval=m['parameters']['interval'], status=m['status'],

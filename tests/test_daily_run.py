@@ -69,7 +69,7 @@ def test_manifest_lists_every_ticker_counts_faults_and_isolates_the_failure(firs
 def test_the_runs_table_keeps_the_runs_summary_for_history_views(first_run):
     ini, p = first_run
     m, path = manifest_of(p.stdout)
-    s = next(x for x in run_summaries(Store(ini.parent/'data'), 100) if x['run_id'] == m['run_id'])
+    s = next(x for x in run_summaries(load_settings(ini, env={}), 100) if x['run_id'] == m['run_id'])
     assert 'per_ticker' not in s and 'settings' not in s            # they grow with the universe; the manifest keeps them
     assert {k: s[k] for k in ('status', 'reasons', 'tickers', 'timings', 'rows', 'versions')} == {k: m[k] for k in ('status', 'reasons', 'tickers', 'timings', 'rows', 'versions')}
     assert s['failed_tickers'] == [t for t in m['per_ticker'] if t['ticker'] == 'EURGBP=X']
