@@ -18,8 +18,9 @@ from .config import StockNbsError, Settings, load_settings, find_settings, _is_p
 __all__ = ['log', 'LOCK_NAME', 'LAYERS', 'PARTITIONED', 'ROW_GROUP', 'LEASE_SECONDS', 'OLDEST_KEY', 'INTERNAL', 'EXPORT_NAME',
            'OLD_META', 'OLD_PARTS', 'StoreError', 'TableUnreadable', 'Store', 'damaged_files', 'with_year', 'Changes',
            'changes', 'atomic_write', 'LeaseHeld', 'Lease', 'Recovered', 'run_versions', 'resolve_as_of', 'run_summary',
-           'recorded_runs', 'run_summaries', 'scan_features', 'to_pandas', 'load_features', 'checkout_settings',
-           'export_path', 'export_parquet', 'Maintained', 'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
+           'recorded_runs', 'recorded_run_ids', 'run_summaries', 'scan_features', 'to_pandas', 'load_features',
+           'checkout_settings', 'export_path', 'export_parquet', 'Maintained', 'pinned_versions', 'maintain',
+           'old_bronze', 'migrate_store']
 
 # %% ../nbs/02_store.ipynb #a232d1b1
 os.environ.setdefault('TOKIO_WORKER_THREADS', str(max(len(os.sched_getaffinity(0)), 2)))  # (the CPUs this process may use, as the runtime counts them)
@@ -472,21 +473,25 @@ def run_summary(manifest:dict) -> dict:
     if 'gap_steps' in q: m['quality'] = {k: v for k, v in q.items() if k != 'gap_steps'} | {'gap_step_count': len(q['gap_steps'])}
     return m | {'failed_tickers': [t for t in manifest.get('per_ticker', []) if t.get('status') == 'failed']}
 
-def recorded_runs(store:Store, last:int=30) -> tuple[list[dict], set]:
-    "The summaries of the last `last` runs in the `runs` table (one recorded before summaries were kept: from its manifest file while it is there), and every recorded run id."
+def recorded_runs(store:Store, last:int=30) -> list[dict]:
+    "The summaries of the last `last` runs in the `runs` table (one recorded before summaries were kept: from its manifest file while it is there)."
     lf = store.scan('runs', None)
-    if lf is None: return [], set()
+    if lf is None: return []
     kept = 'summary' in lf.collect_schema().names()
     newest = lf.sort('started_at', descending=True).head(last).select(summary=pl.col('summary') if kept else pl.lit(None, pl.String), manifest='manifest')
-    rows, ids = store.collect(newest, 'runs', None), set(store.collect(lf.select('run_id'), 'runs', None)['run_id'])
-    return [json.loads(s) if s else run_summary(json.loads(Path(m).read_text())) for s, m in rows.iter_rows() if s or Path(m).is_file()], ids
+    return [json.loads(s) if s else run_summary(json.loads(Path(m).read_text())) for s, m in store.collect(newest, 'runs', None).iter_rows() if s or Path(m).is_file()]
+
+def recorded_run_ids(store:Store) -> set:
+    "Every run id in the `runs` table."
+    got = store.read('runs', None, columns=['run_id'])
+    return set() if got is None else set(got['run_id'])
 
 def run_summaries(settings:Settings, last:int=30) -> list[dict]:
     "The summaries of the last `last` runs, newest first: the `runs` table's, and from their manifests those of runs that ended before they could record themselves (refused by the lock, their kernel died)."
-    recorded, ids = recorded_runs(Store(settings.data_dir), last)
-    runs = Path(settings.run.runs_dir)
+    store, runs = Store(settings.data_dir), Path(settings.run.runs_dir)
+    ids = recorded_run_ids(store)
     unrecorded = [run_summary(json.loads(f.read_text())) for f in (runs.glob('*/manifest.json') if runs.is_dir() else []) if f.parent.name not in ids]
-    return sorted(recorded + unrecorded, key=lambda m: pd.Timestamp(m['started_at']), reverse=True)[:last]
+    return sorted(recorded_runs(store, last) + unrecorded, key=lambda m: pd.Timestamp(m['started_at']), reverse=True)[:last]
 
 # %% ../nbs/02_store.ipynb #7fc66f70
 INTERNAL = ('year',)  # columns of gold a user does not ask for
