@@ -5,7 +5,7 @@ import pytest
 from conftest import REPO, run_cli
 from stock_nbs.config import load_settings
 sys.path.insert(0, str(REPO/'tools'))
-from dashboard_probe import CHROMIUM, ARGS, start, stop, load, drawn, shoot, timed
+from dashboard_probe import CHROMIUM, ARGS, PANEL_CHART, start, stop, load, drawn, shoot, timed
 
 SHOTS = REPO/'reports'/'dashboard'
 
@@ -101,7 +101,7 @@ def test_thirty_fresh_loads_three_at_a_time_all_complete_half_of_them_beside_two
                     try: timings.append(drawn(pg, timeout_s=90))
                     except Exception as e:
                         pytest.fail(f"load {load_no} ({'busy' if burners else 'idle'} machine) incomplete after {time.monotonic() - t0:.0f} s: {e}; "
-                                    f"browser errors: {real_errors(errs)}; widgets: {pg.evaluate(WIDGET_STATE)}; panel charts drawn: {pg.eval_on_selector_all('[class*=panel-] .js-plotly-plot', 'els => els.length')}; "
+                                    f"browser errors: {real_errors(errs)}; widgets: {pg.evaluate(WIDGET_STATE)}; panel charts drawn: {pg.eval_on_selector_all(PANEL_CHART, 'els => els.length')}; "
                                     f"page end: {pg.inner_text('body')[-800:]!r}; server log end: {(root/'voila.log').read_text()[-1500:]}")
                     assert real_errors(errs) == [], (load_no, real_errors(errs))
                     assert 'error when executing cell' not in pg.inner_text('body')

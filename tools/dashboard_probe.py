@@ -8,11 +8,11 @@ CHROMIUM = '/usr/bin/chromium'   # Debian's: Playwright's own browser download c
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
         '--disable-component-update', '--disable-sync']
 PANELS = ('health', 'quality', 'drift', 'explore')
+PANEL_CHART = '[class*="panel-"] .js-plotly-plot'   # a panel's chart, not the empty figure the dashboard sends first to start plotly.js
 FIRST_CHART = """window.firstChartMs = null;
 new MutationObserver((_, watch) => {
-  /* a panel's chart, not the empty figure the dashboard sends first to start plotly.js */
-  if (document.querySelector('[class*="panel-"] .js-plotly-plot .main-svg')) { window.firstChartMs = performance.now(); watch.disconnect(); }
-}).observe(document, {subtree: true, childList: true});"""
+  if (document.querySelector('%s .main-svg')) { window.firstChartMs = performance.now(); watch.disconnect(); }
+}).observe(document, {subtree: true, childList: true});""" % PANEL_CHART
 
 
 def free_port() -> int:
