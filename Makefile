@@ -22,7 +22,7 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,cluster,lab]" $(PIP_QUIET)
-	$(BIN)/python -c "import stock_nbs.cli, nbdev, pytest, ray, upath, s3fs, moto, jupyterlab"
+	$(BIN)/python -c "import stock_nbs.cli, nbdev, pytest, xdist, ray, upath, s3fs, moto, jupyterlab"
 	touch $@
 
 install: $(STAMP)
@@ -54,12 +54,14 @@ nbtest: install
 	cd nbs && ../$(BIN)/nbdev-test --n-workers 2 --skip-file-re '^(daily_run|dashboard)\.ipynb$$'
 
 # A throwaway PostgreSQL for the database tests (tools/pg.sh); without server binaries the database tests
-# skip locally and fail in CI (CI=true).
+# skip locally and fail in CI (CI=true). Two workers, a test file each at a time (module fixtures built once):
+# most tests wait on kernels, browsers and servers, so two run in ~4/5 of the time of one; the dashboard's
+# file goes first (tests/conftest.py) so that the other worker takes the rest meanwhile.
 pytest: install
 	@pgdir=$$(mktemp -d /tmp/stock_nbs_pg.XXXXXX); \
 	if url=$$(tools/pg.sh start $$pgdir); then echo "test database: $$url"; export STOCK_NBS_TEST_DATABASE_URL=$$url; \
 	else echo "no PostgreSQL for the database tests (install: apt-get install -y postgresql)"; fi; \
-	$(BIN)/pytest; rc=$$?; tools/pg.sh stop $$pgdir; rm -rf $$pgdir; exit $$rc
+	$(BIN)/pytest -n 2 --dist loadfile; rc=$$?; tools/pg.sh stop $$pgdir; rm -rf $$pgdir; exit $$rc
 
 # A local PostgreSQL to try sync without Supabase: data in .pgdata/, stop with `make db-stop`
 PORT ?= 5433
