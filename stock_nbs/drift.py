@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, logging, shlex, subprocess, datetime as dt, html as _html
 from contextlib import nullcontext
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, polars as pl, pyarrow as pa, pyarrow.parquet as pq
@@ -15,11 +16,12 @@ from .store import atomic_write
 
 # %% auto #0
 __all__ = ['log', 'DERIVED', 'LEVELS', 'DRIFT_COLUMNS', 'CALIBRATED', 'ALERT_KEY', 'SEEDS_RAW', 'DriftError', 'is_level',
-           'feature_frame', 'lag1_autocorr', 'effective_n', 'ks_pvalue', 'compare', 'benjamini_hochberg',
-           'calibrated_threshold', 'baseline_rows', 'baseline_path', 'write_baseline', 'read_baseline', 'test_ticker',
-           'test_features', 'decide', 'market_panel', 'shift_statistic', 'market_tests', 'decide_run', 'follow_markets',
-           'rollup', 'save_alerts', 'run_hook', 'drift_report_html', 'evaluate', 'Backtest', 'market_returns',
-           'reference_alerts', 'replay', 'backtest_summary', 'backtest_report', 'backtest', 'create_baseline']
+           'feature_frame', 'monitored', 'lag1_autocorr', 'effective_n', 'ks_pvalue', 'exact_p_min', 'compare',
+           'benjamini_hochberg', 'calibrated_threshold', 'baseline_rows', 'baseline_path', 'write_baseline',
+           'read_baseline', 'test_ticker', 'test_features', 'decide', 'market_panel', 'shift_statistic', 'market_tests',
+           'decide_run', 'follow_markets', 'rollup', 'save_alerts', 'run_hook', 'drift_report_html', 'evaluate',
+           'Backtest', 'market_returns', 'reference_alerts', 'replay', 'backtest_summary', 'backtest_report',
+           'backtest', 'create_baseline']
 
 # %% ../nbs/07_drift.ipynb #989dc14a
 log = logging.getLogger('stock_nbs.drift')
@@ -49,6 +51,10 @@ def feature_frame(gold:pd.DataFrame, features) -> pd.DataFrame:
         else: raise DriftError(f"[drift] features: '{f}' is neither a gold column nor one of {', '.join(DERIVED)}")
     return pd.DataFrame(out)
 
+def monitored(d) -> list:
+    "Every feature a run under the `[drift]` settings `d` looks at: the tickers' tests' features, then the market test's."
+    return list(dict.fromkeys([*d['features'], *(d['market_features'] if d.get('method') == 'market' else ())]))
+
 # %% ../nbs/07_drift.ipynb #beed27fb
 def lag1_autocorr(x:np.ndarray) -> float:
     "Lag-1 autocorrelation of a series (0 when undefined)."
@@ -67,6 +73,11 @@ def ks_pvalue(d:float, n1:float, n2:float) -> float:
     return float(stats.kstwobign.sf((en + 0.12 + 0.11 / en) * d))
 
 # %% ../nbs/07_drift.ipynb #1c1aaf8b
+@lru_cache(maxsize=1024)
+def exact_p_min(n1:int, n2:int) -> float:
+    "scipy's exact two-sample KS p-value at D = 1 for sizes n1, n2: the smallest attainable; it depends on the sizes alone, so it is cached."
+    return float(stats.ks_2samp(np.arange(n1), np.arange(n2) + n1).pvalue)
+
 def compare(base:np.ndarray, cur:np.ndarray, adjust:bool=True) -> dict:
     "KS statistic, p-value (effective sizes when `adjust`), normalised Wasserstein distance and sizes of one comparison."
     base, cur = base[~np.isnan(base)], cur[~np.isnan(cur)]
@@ -76,7 +87,7 @@ def compare(base:np.ndarray, cur:np.ndarray, adjust:bool=True) -> dict:
     n1, n2 = effective_n(len(base), rho), effective_n(len(cur), rho)
     exact = not (adjust and rho > 0)  # i.i.d.: scipy's exact p-value
     p = float(ks.pvalue) if exact else ks_pvalue(d, n1, n2)
-    p_min = float(stats.ks_2samp(np.arange(len(base)), np.arange(len(cur)) + len(base)).pvalue) if exact else ks_pvalue(1.0, n1, n2)
+    p_min = exact_p_min(len(base), len(cur)) if exact else ks_pvalue(1.0, n1, n2)
     scale = np.std(base) or 1.0
     return dict(statistic=d, p_value=p, p_min=p_min, wasserstein=float(stats.wasserstein_distance(base, cur) / scale),
                 baseline_n=len(base), current_n=len(cur), n_eff_baseline=round(n1, 2), n_eff_current=round(n2, 2), autocorr=round(rho, 3))
@@ -201,9 +212,9 @@ def market_tests(panel:dict, d, run_date=None) -> list[dict]:
                              baseline_n=n_base, current_n=n_cur, n_eff_baseline=np.nan, n_eff_current=np.nan, autocorr=float(x.autocorr(1))))
     return rows
 
-def decide_run(rows:list, gold:dict, d) -> pd.DataFrame:
-    "A run's decided tests: the tickers' test `rows`, and with `method = market` the markets' tests over `gold` (ticker -> gold rows)."
-    if d.get('method') == 'market': rows = rows + market_tests(market_panel({t: feature_frame(g, d['market_features']) for t, g in gold.items()}, d['market_features']), d)
+def decide_run(rows:list, frames:dict, d) -> pd.DataFrame:
+    "A run's decided tests: the tickers' test `rows`, and with `method = market` the markets' tests over `frames` (ticker -> its `feature_frame` of `monitored(d)`)."
+    if d.get('method') == 'market': rows = rows + market_tests(market_panel(frames, d['market_features']), d)
     return follow_markets(decide(pd.DataFrame(rows), d))
 
 def follow_markets(tests:pd.DataFrame) -> pd.DataFrame:
@@ -284,14 +295,14 @@ def _simulated_gold(seed:int, n_tickers:int, features_settings, drift:bool, sess
     "Gold frames of one simulated universe: `sessions` sessions, volatility doubled for the last 7 when `drift`."
     from stock_nbs.sources import SyntheticSource
     from stock_nbs.features import gold_panel
-    from stock_nbs.store import to_pandas
+    from stock_nbs.store import pandas_by_ticker
     dates = pd.bdate_range('2022-01-03', periods=sessions)
     src = SyntheticSource(seed=seed, regime_start=dates[-7] if drift else None, regime_vol=2.0)
     names = [f'SIM{i:03d}.NS' for i in range(n_tickers)]
     df, off = src._frame(names, dates[0], dates[-1])
     silver = pl.from_pandas(df).with_columns(ticker=pl.Series(np.repeat(names, np.diff(off))), date=pl.col('date').cast(pl.Date), year=pl.lit(2023))
     gold = gold_panel(silver, features_settings)
-    return {k[0]: to_pandas(g) for k, g in gold.partition_by('ticker', as_dict=True, maintain_order=True).items()}
+    return pandas_by_ticker(gold.sort('ticker', 'date'))
 
 def evaluate(drift_settings, features_settings, runs:int=200, n_tickers:int=60, seed:int=10_000, progress=None) -> dict:
     "Share of simulated runs raising any alert, without and with a volatility doubling, for these settings and the seeds' raw ones."
@@ -305,7 +316,8 @@ def evaluate(drift_settings, features_settings, runs:int=200, n_tickers:int=60, 
         for kind in ('no_drift', 'drift'):
             gold = _simulated_gold(seed + r, n_tickers, features_settings, kind == 'drift', sessions)
             for name, d in configs.items():
-                t = decide_run([row for tk, g in gold.items() for row in test_ticker(g, tk, d)], gold, d)
+                frames = {tk: feature_frame(g, monitored(d)) for tk, g in gold.items()}
+                t = decide_run([row for tk, f in frames.items() for row in test_features(f, tk, d)], frames, d)
                 any_alert[(name, kind)] += bool(t.drift.any()); tests_total[name] = len(t)
     return {name: dict(false_alarm_rate=any_alert[(name, 'no_drift')] / runs, detection_rate=any_alert[(name, 'drift')] / runs,
                        tests_per_run=tests_total[name], features=list(configs[name]['features'])) for name in configs} | dict(runs=runs, tickers=n_tickers)
@@ -341,8 +353,8 @@ def _run_tests(frames:dict, panel:dict, d, run_date, keep:int) -> pd.DataFrame:
 def replay(frames:dict, d, run_dates, ret:pd.Series) -> Backtest:
     "Replay the drift tests of `frames` (ticker -> gold rows) on each of `run_dates`."
     keep = d['baseline_sessions'] + d['current_sessions'] + 120
-    feats = {t: feature_frame(g, d['features']) for t, g in frames.items()}
-    panel = market_panel({t: feature_frame(g, d['market_features']) for t, g in frames.items()}, d['market_features']) if d.get('method') == 'market' else {}
+    feats = {t: feature_frame(g, monitored(d)) for t, g in frames.items()}
+    panel = market_panel(feats, d['market_features']) if d.get('method') == 'market' else {}
     tests = pd.concat([_run_tests(feats, panel, d, rd, keep) for rd in run_dates], ignore_index=True)
     g = tests.groupby('run_date')
     runs = pd.DataFrame({'tests': g.size(), 'testable': g.q_value.apply(lambda q: int((q < 1).sum())), 'alerts': g.drift.sum().astype(int)})
@@ -388,11 +400,11 @@ def backtest_report(b:Backtest, folder:Path, d) -> Path:
 # %% ../nbs/07_drift.ipynb #e8cbbbde
 def backtest(settings:Settings, start=None, end=None, every:int=5, interval:str='1d', tickers=None, report_dir:Path|None=None) -> Backtest:
     "Replay the drift monitor over the stored gold table as daily runs would have seen it, a run every `every` sessions from `start` to `end`; with `report_dir` its report."
-    from stock_nbs.store import Store, to_pandas
+    from stock_nbs.store import Store, pandas_by_ticker
     names = list(tickers or settings.universe.tickers)
     g = Store(settings.data_dir).read('gold', interval, pl.col('ticker').is_in(names))
     if g is None or not len(g): raise DriftError(f"no gold rows to replay in {Store(settings.data_dir).path('gold', interval)}; run `stock-nbs run` first")
-    frames = {k[0]: to_pandas(x) for k, x in g.sort('ticker', 'date').partition_by('ticker', as_dict=True, maintain_order=True).items()}
+    frames = pandas_by_ticker(g.sort('ticker', 'date'))
     sessions = pd.DatetimeIndex(sorted(set(g['date'].to_list())))
     d = dict(settings.drift) | {'baseline': 'rolling'}  # a replay compares with the sessions before each run date, as a frozen baseline could not
     first = sessions[min(len(sessions) - 1, d['baseline_sessions'] + d['current_sessions'] + 60)]
@@ -411,10 +423,10 @@ def create_baseline(settings:Settings, interval:str='1d', end=None, sessions:int
 
 def _create_baseline(settings:Settings, interval:str, end, sessions:int|None, tickers) -> tuple[Path, dict]:
     "`create_baseline`'s work, with the lock held."
-    from stock_nbs.store import Store, to_pandas
+    from stock_nbs.store import Store, pandas_by_ticker
     d, st = settings.drift, Store(settings.data_dir)
     gold = st.read('gold', interval, pl.col('ticker').is_in(list(tickers or settings.universe.tickers)))
-    gold = {} if gold is None else {k[0]: to_pandas(g) for k, g in gold.sort('ticker', 'date').partition_by('ticker', as_dict=True).items()}
+    gold = {} if gold is None else pandas_by_ticker(gold.sort('ticker', 'date'))
     sessions = sessions or d['baseline_sessions']
     parts = [baseline_rows(g, t, d['features'], end, sessions, d['max_samples']) for t in (tickers or settings.universe.tickers)
              if (g := gold.get(t)) is not None]

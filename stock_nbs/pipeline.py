@@ -18,8 +18,8 @@ from .clean import clean_panel, fx_series, Cleaned, with_local_day
 from .features import gold_panel, STATE_COLUMNS
 from .quality import BucketFacts, bucket_facts, combine_facts, output_gate, calendar_notes
 from .engine import engine_for, close_engines, BucketFailed
-from .drift import (test_ticker, decide, rollup, save_alerts, run_hook, read_baseline, baseline_path, drift_report_html, is_level,
-                             decide_run)
+from .drift import (feature_frame, monitored, test_features, rollup, save_alerts, run_hook, read_baseline, baseline_path,
+                             drift_report_html, is_level, decide_run)
 
 # %% auto #0
 __all__ = ['log', 'WATERMARK_KEY', 'RULES_KEY', 'BUCKET', 'NOISE', 'SILVER_KEY', 'REJECT_KEY', 'QUALITY_COLUMNS', 'DERIVED',
@@ -446,7 +446,7 @@ def setup_logging(settings:Settings, verbose:bool=False) -> Path:
 # %% ../nbs/09_pipeline.ipynb #63c232aa
 def _drift_gold(store:Store, settings:Settings, interval:str, tickers) -> dict:
     "ticker -> its gold rows as pandas: the sessions the drift tests need (with calibration: the whole history), in one scan."
-    from stock_nbs.store import to_pandas
+    from stock_nbs.store import pandas_by_ticker
     lf = store.scan('gold', interval)
     if lf is None: return {}
     lf = lf.filter(pl.col('ticker').is_in(list(tickers)))
@@ -457,8 +457,7 @@ def _drift_gold(store:Store, settings:Settings, interval:str, tickers) -> dict:
         history = d['min_history'] + d['current_sessions'] if d['method'] == 'market' else 0  # the market test's own past windows
         days = math.ceil((d['baseline_sessions'] + d['current_sessions'] + 80 + history) * 7 / 5 * 1.2)
         lf = lf.filter(pl.col('date') >= pl.lit(last - dt.timedelta(days=days)))
-    g = store.collect(lf.sort('ticker', 'date'), 'gold', interval)
-    return {k[0]: to_pandas(part) for k, part in g.partition_by('ticker', as_dict=True, maintain_order=True).items()}
+    return pandas_by_ticker(store.collect(lf.sort('ticker', 'date'), 'gold', interval))
 
 # %% ../nbs/09_pipeline.ipynb #ed25a4f7
 def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir:Path|None=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -470,12 +469,12 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     frozen = d['baseline'] == 'frozen' or (d['baseline'] == 'auto' and path.exists())
     base, meta = read_baseline(path) if frozen else (None, {})
     per_ticker = dict(tuple(base.groupby('ticker'))) if base is not None else {}
-    rows, gold = [], _drift_gold(store, settings, interval, tickers)
-    for t, g in gold.items():
+    rows, frames = [], {t: feature_frame(g, monitored(d)) for t, g in _drift_gold(store, settings, interval, tickers).items()}
+    for t, f in frames.items():
         b = per_ticker.get(t, base.iloc[:0]) if base is not None else None
         if b is not None and b.empty: log.warning("%s: not in the frozen baseline %s; run `stock-nbs baseline` to include it", t, path); continue
-        rows += test_ticker(g, t, d, b)
-    tests = decide_run(rows, gold, d)
+        rows += test_features(f, t, d, b)
+    tests = decide_run(rows, frames, d)
     roll = rollup(tests, d['retrain_share'])
     now = pd.Timestamp.now(tz='UTC')
     tests = tests.assign(threshold=pd.to_numeric(tests.threshold), run_id=run_id, tested_at=now)  # returned as stored

@@ -18,9 +18,9 @@ from .config import StockNbsError, Settings, load_settings, find_settings, _is_p
 __all__ = ['log', 'LOCK_NAME', 'LAYERS', 'PARTITIONED', 'ROW_GROUP', 'LEASE_SECONDS', 'OLDEST_KEY', 'INTERNAL', 'EXPORT_NAME',
            'OLD_META', 'OLD_PARTS', 'StoreError', 'TableUnreadable', 'Store', 'damaged_files', 'with_year', 'Changes',
            'changes', 'atomic_write', 'LeaseHeld', 'Lease', 'Recovered', 'run_versions', 'resolve_as_of', 'run_summary',
-           'recorded_runs', 'recorded_run_ids', 'run_summaries', 'scan_features', 'to_pandas', 'load_features',
-           'checkout_settings', 'export_path', 'export_parquet', 'Maintained', 'pinned_versions', 'maintain',
-           'old_bronze', 'migrate_store']
+           'recorded_runs', 'recorded_run_ids', 'run_summaries', 'scan_features', 'to_pandas', 'pandas_by_ticker',
+           'load_features', 'checkout_settings', 'export_path', 'export_parquet', 'Maintained', 'pinned_versions',
+           'maintain', 'old_bronze', 'migrate_store']
 
 # %% ../nbs/02_store.ipynb #a232d1b1
 os.environ.setdefault('TOKIO_WORKER_THREADS', str(max(len(os.sched_getaffinity(0)), 2)))  # (the CPUs this process may use, as the runtime counts them)
@@ -555,6 +555,14 @@ def to_pandas(df:pl.DataFrame) -> pd.DataFrame:
     if 'date' in out: out['date'] = pd.to_datetime(out['date']).dt.as_unit('ns')
     if 'volume' in out: out['volume'] = pd.array(out['volume'], dtype='Int64')
     return out
+
+def pandas_by_ticker(df:pl.DataFrame) -> dict[str, pd.DataFrame]:
+    "ticker -> its rows as pandas (`to_pandas`), from a gold frame sorted by ticker: one conversion, then slices."
+    # (converting each ticker's rows on its own spent ~2 ms of fixed cost a ticker: 9 s of a 5,000-ticker drift stage)
+    runs = df.select(pl.col('ticker').rle()).unnest('ticker')
+    if runs['value'].n_unique() != len(runs): raise ValueError("pandas_by_ticker needs the rows sorted by ticker")
+    whole, ends = to_pandas(df), runs['len'].cum_sum().to_list()
+    return {t: whole.iloc[e - n:e].reset_index(drop=True) for t, n, e in zip(runs['value'].to_list(), runs['len'].to_list(), ends)}
 
 def load_features(tickers=None, start=None, end=None, columns=None, interval:str='1d', as_of=None, settings:Settings|str|Path|None=None,
                   source:str='local', engine:str='pandas'):
