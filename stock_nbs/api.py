@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, field_validator
 from .config import Settings, StockNbsError, ScrubbingFormatter, load_settings, find_settings, load_secrets, scrub, INTERVALS, SOURCE_KINDS, _tickers
 from .pipeline import new_run_id
-from .store import Store, StoreError, scan_features, checkout_settings, run_summaries, _unknown_tickers
+from .store import Store, StoreError, scan_features, checkout_settings, run_summaries, read_manifest, _unknown_tickers
 from .monitor import latest_quality, latest_drift_tests, freshness
 from .drift import rollup
 
@@ -238,8 +238,9 @@ def get_run(request:Request, run_id:str, s:Settings=Depends(require_key)) -> dic
     child = getattr(request.app.state, 'child', None)
     if not f.is_file() and child is not None and child[0] == run_id and child[1].poll() is None: return {'run_id': run_id, 'status': 'running'}
     if not f.is_file(): raise HTTPException(404, f"no run {run_id!r} in {s.run.runs_dir}")
-    report = Path(s.run.reports_dir)/f'{run_id}.html'
-    return {'manifest': json.loads(f.read_text()), 'report': f'/runs/{run_id}/report' if report.exists() else None}
+    report, m = Path(s.run.reports_dir)/f'{run_id}.html', read_manifest(f)
+    if m is None: raise HTTPException(500, f"the manifest of run {run_id!r} is unreadable (the server's log says why); restore it, or delete the run's folder")
+    return {'manifest': m, 'report': f'/runs/{run_id}/report' if report.exists() else None}
 
 @router.get('/runs/{run_id}/report', tags=['runs'])
 def get_run_report(run_id:str, s:Settings=Depends(require_key)):

@@ -18,9 +18,9 @@ from .config import StockNbsError, Settings, load_settings, find_settings, _is_p
 __all__ = ['log', 'LOCK_NAME', 'LAYERS', 'PARTITIONED', 'ROW_GROUP', 'LEASE_SECONDS', 'OLDEST_KEY', 'INTERNAL', 'EXPORT_NAME',
            'OLD_META', 'OLD_PARTS', 'StoreError', 'TableUnreadable', 'Store', 'damaged_files', 'with_year', 'Changes',
            'changes', 'atomic_write', 'LeaseHeld', 'Lease', 'Recovered', 'run_versions', 'resolve_as_of', 'run_summary',
-           'recorded_runs', 'recorded_run_ids', 'run_summaries', 'scan_features', 'to_pandas', 'pandas_by_ticker',
-           'load_features', 'checkout_settings', 'export_path', 'export_parquet', 'Maintained', 'pinned_versions',
-           'maintain', 'old_bronze', 'migrate_store']
+           'read_manifest', 'recorded_runs', 'recorded_run_ids', 'run_summaries', 'scan_features', 'to_pandas',
+           'pandas_by_ticker', 'load_features', 'checkout_settings', 'export_path', 'export_parquet', 'Maintained',
+           'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
 
 # %% ../nbs/02_store.ipynb #a232d1b1
 os.environ.setdefault('TOKIO_WORKER_THREADS', str(max(len(os.sched_getaffinity(0)), 2)))  # (the CPUs this process may use, as the runtime counts them)
@@ -473,13 +473,29 @@ def run_summary(manifest:dict) -> dict:
     if 'gap_steps' in q: m['quality'] = {k: v for k, v in q.items() if k != 'gap_steps'} | {'gap_step_count': len(q['gap_steps'])}
     return m | {'failed_tickers': [t for t in manifest.get('per_ticker', []) if t.get('status') == 'failed']}
 
+def read_manifest(path) -> dict|None:
+    "A run's manifest, or None, with a warning naming the file and what to do, when it is not a readable run manifest (so that listings go on)."
+    try:
+        m = json.loads(Path(path).read_text())
+        if isinstance(m, dict) and {'run_id', 'started_at'} <= set(m): return m
+        error = 'not a run manifest: no run_id or started_at'
+    except (OSError, ValueError) as e: error = _first_line(e)  # (ValueError: bad JSON or bytes that are not UTF-8)
+    log.warning("run manifest %s is unreadable (%s): left out of the run history; restore it, or delete the run's folder", path, error)
+    return None
+
+def _row_summary(summary:str|None, manifest:str) -> dict|None:
+    "A `runs` row's summary; for a row recorded before summaries were kept, from its manifest file while it is there and readable."
+    if summary: return json.loads(summary)
+    m = read_manifest(manifest) if Path(manifest).is_file() else None
+    return None if m is None else run_summary(m)
+
 def recorded_runs(store:Store, last:int=30) -> list[dict]:
     "The summaries of the last `last` runs in the `runs` table (one recorded before summaries were kept: from its manifest file while it is there)."
     lf = store.scan('runs', None)
     if lf is None: return []
     kept = 'summary' in lf.collect_schema().names()
     newest = lf.sort('started_at', descending=True).head(last).select(summary=pl.col('summary') if kept else pl.lit(None, pl.String), manifest='manifest')
-    return [json.loads(s) if s else run_summary(json.loads(Path(m).read_text())) for s, m in store.collect(newest, 'runs', None).iter_rows() if s or Path(m).is_file()]
+    return [s for row in store.collect(newest, 'runs', None).iter_rows() if (s := _row_summary(*row)) is not None]
 
 def recorded_run_ids(store:Store) -> set:
     "Every run id in the `runs` table."
@@ -490,7 +506,7 @@ def run_summaries(settings:Settings, last:int=30) -> list[dict]:
     "The summaries of the last `last` runs, newest first: the `runs` table's, and from their manifests those of runs that ended before they could record themselves (refused by the lock, their kernel died)."
     store, runs = Store(settings.data_dir), Path(settings.run.runs_dir)
     ids = recorded_run_ids(store)
-    unrecorded = [run_summary(json.loads(f.read_text())) for f in (runs.glob('*/manifest.json') if runs.is_dir() else []) if f.parent.name not in ids]
+    unrecorded = [run_summary(m) for f in (runs.glob('*/manifest.json') if runs.is_dir() else []) if f.parent.name not in ids and (m := read_manifest(f))]
     return sorted(recorded_runs(store, last) + unrecorded, key=lambda m: pd.Timestamp(m['started_at']), reverse=True)[:last]
 
 # %% ../nbs/02_store.ipynb #7fc66f70

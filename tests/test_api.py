@@ -1,5 +1,6 @@
 """The REST API through real HTTP: `stock-nbs serve` (uvicorn) started by the test on a free port, spoken to with httpx."""
-import io, os, socket, subprocess, sys, time
+import io, os, shutil, socket, subprocess, sys, time
+from pathlib import Path
 import pandas as pd, polars as pl, pyarrow as pa
 import httpx
 import pytest
@@ -108,6 +109,13 @@ def test_runs_quality_drift_and_health_come_from_the_run(server):
     assert m['runs'] == 1 and m['success_rate'] > 0 and m['gold_rows'] > 0
     t = get(url, '/tickers').json()['tickers']
     assert [x['ticker'] for x in t] == ['AAPL', 'INFY.NS', 'TCS.NS', 'USDINR=X']
+    cut = Path(cfg.run.runs_dir)/'20240101T000000Z_1d_2024-01-01_dead'/'manifest.json'   # cut short by hand (the pipeline writes them atomically)
+    cut.parent.mkdir(); cut.write_text('{"run_id": "2024')
+    try:
+        r = get(url, '/runs/20240101T000000Z_1d_2024-01-01_dead')
+        assert r.status_code == 500 and 'unreadable' in r.json()['detail'] and "delete the run's folder" in r.json()['detail'], r.text
+        assert [x['run_id'] for x in get(url, '/runs').json()['runs']] == [runs[0]['run_id']]   # the others are still listed
+    finally: shutil.rmtree(cut.parent)
 
 
 def test_serve_refuses_a_busy_port_and_warns_without_keys(tmp_path):

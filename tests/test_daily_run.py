@@ -1,5 +1,5 @@
 """The daily run end to end: papermill notebook, manifest, report, isolation, idempotence, exit codes, secrets, locking, intraday."""
-import hashlib, json, subprocess
+import hashlib, json, shutil, subprocess
 import nbformat
 import numpy as np, pandas as pd, polars as pl
 import pytest
@@ -76,6 +76,18 @@ def test_the_runs_table_keeps_the_runs_summary_for_history_views(first_run):
     status = run_cli('status', '--settings', ini)
     row = next(l for l in status.stdout.splitlines() if m['run_id'] in l)
     assert 'degraded' in row and 'EURGBP=X' in row, status.stdout
+
+
+def test_an_unreadable_manifest_is_named_and_the_other_runs_are_still_listed(first_run):
+    ini, p = first_run
+    m, _ = manifest_of(p.stdout)
+    cut = ini.parent/'runs'/'20240101T000000Z_1d_2024-01-01_dead'/'manifest.json'   # cut short by hand: the pipeline writes manifests atomically
+    cut.parent.mkdir(); cut.write_text('{"run_id": "20240101T0')
+    try:
+        status = run_cli('status', '--settings', ini, check=0)
+        assert m['run_id'] in status.stdout and '_dead' not in status.stdout, status.stdout
+        assert str(cut) in status.stderr and "restore it, or delete the run's folder" in status.stderr and 'Traceback' not in status.stderr, status.stderr
+    finally: shutil.rmtree(cut.parent)
 
 
 def test_executed_notebook_and_report_hold_the_summaries(first_run):
