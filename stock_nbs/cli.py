@@ -170,6 +170,7 @@ def cmd_status(a) -> int:
     with pd.option_context('display.width', 200, 'display.max_colwidth', 60): print(hist.to_string(index=False))
     return 0
 
+# %% ../nbs/10_cli.ipynb #df19c66d
 def cmd_baseline(a) -> int:
     "`stock-nbs baseline`: freeze the drift baseline."
     from stock_nbs.drift import create_baseline
@@ -207,6 +208,7 @@ def cmd_drift_eval(a) -> int:
     print(f"goals: false alarms <= 5%, detection >= 80%\nresults: {out}")
     return 0
 
+# %% ../nbs/10_cli.ipynb #6f09b36f
 def cmd_sync(a) -> int:
     "`stock-nbs sync`: 0 when every pending row landed, 1 when some were refused by the schema."
     from stock_nbs.config import load_secrets
@@ -232,6 +234,7 @@ def cmd_db(a) -> int:
     print(f"{redact(url)}: " + (f"applied {', '.join(applied)}" if applied else 'schema up to date'))
     return 0
 
+# %% ../nbs/10_cli.ipynb #d616705e
 def dashboard_command(settings:Settings, port:int=8866, ip:str='127.0.0.1',
                       idle_kernel_s:int=300) -> tuple[list, dict]:  # a closed page's kernel is stopped after this many idle seconds
     "The voila command line and environment serving the dashboard for `settings` (and its run reports at /reports/)."
@@ -291,6 +294,7 @@ def cmd_serve(a) -> int:
     serve(a.host, a.port)
     return 0
 
+# %% ../nbs/10_cli.ipynb #175a15d7
 def cmd_settings(a) -> int:
     "`stock-nbs settings`: every value in force and where it comes from."
     s = load_settings(a.settings)
