@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, logging, shlex, subprocess, datetime as dt, html as _html
 from contextlib import nullcontext
 from functools import lru_cache
+from typing import NamedTuple
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, polars as pl, pyarrow as pa, pyarrow.parquet as pq
@@ -16,12 +17,13 @@ from .store import atomic_write
 
 # %% auto #0
 __all__ = ['log', 'DERIVED', 'LEVELS', 'DRIFT_COLUMNS', 'CALIBRATED', 'ALERT_KEY', 'SEEDS_RAW', 'DriftError', 'is_level',
-           'feature_frame', 'monitored', 'lag1_autocorr', 'effective_n', 'ks_pvalue', 'exact_p_min', 'compare',
-           'benjamini_hochberg', 'calibrated_threshold', 'baseline_rows', 'baseline_path', 'write_baseline',
-           'read_baseline', 'test_ticker', 'test_features', 'decide', 'market_panel', 'shift_statistic', 'market_tests',
-           'decide_run', 'follow_markets', 'rollup', 'save_alerts', 'run_hook', 'drift_report_html', 'evaluate',
-           'Backtest', 'market_returns', 'reference_alerts', 'replay', 'backtest_summary', 'backtest_report',
-           'backtest', 'create_baseline']
+           'feature_frame', 'monitored', 'lag1_autocorr', 'effective_n', 'ks_pvalue', 'exact_p_min', 'KS', 'ks_many',
+           'compare_many', 'compare', 'benjamini_hochberg', 'calibrated_threshold', 'baseline_rows', 'baseline_path',
+           'write_baseline', 'read_baseline', 'test_ticker', 'test_features', 'Window', 'test_windows',
+           'compare_windows', 'decide', 'market_panel', 'shift_statistic', 'market_tests', 'decide_run',
+           'follow_markets', 'rollup', 'save_alerts', 'run_hook', 'drift_report_html', 'evaluate', 'Backtest',
+           'market_returns', 'reference_alerts', 'replay', 'backtest_summary', 'backtest_report', 'backtest',
+           'create_baseline']
 
 # %% ../nbs/07_drift.ipynb #989dc14a
 log = logging.getLogger('stock_nbs.drift')
@@ -78,15 +80,37 @@ def exact_p_min(n1:int, n2:int) -> float:
     "scipy's exact two-sample KS p-value at D = 1 for sizes n1, n2: the smallest attainable; it depends on the sizes alone, so it is cached."
     return float(stats.ks_2samp(np.arange(n1), np.arange(n2) + n1).pvalue)
 
+class KS(NamedTuple):
+    "scipy's two-sample KS result of one pair."
+    statistic: float
+    p_value: float
+
+def ks_many(pairs:list) -> list[KS]:
+    "scipy's two-sample KS test of each (a, b) pair without NaN; pairs of the same sizes go through one vectorised call (the same results, without scipy's per-call overhead)."
+    groups = {}
+    for i, (a, b) in enumerate(pairs): groups.setdefault((len(a), len(b)), []).append(i)
+    out = [None] * len(pairs)
+    for idx in groups.values():
+        r = stats.ks_2samp(np.stack([pairs[i][0] for i in idx]), np.stack([pairs[i][1] for i in idx]), axis=1)
+        for k, i in enumerate(idx): out[i] = KS(float(r.statistic[k]), float(r.pvalue[k]))
+    return out
+
+def compare_many(pairs:list, adjust:bool=True) -> list[dict]:
+    "`compare` of many (baseline, current) pairs, their KS tests together (`ks_many`)."
+    pairs = [(b[~np.isnan(b)], c[~np.isnan(c)]) for b, c in pairs]
+    return [_compared(b, c, ks, adjust) for (b, c), ks in zip(pairs, ks_many(pairs))]
+
 def compare(base:np.ndarray, cur:np.ndarray, adjust:bool=True) -> dict:
     "KS statistic, p-value (effective sizes when `adjust`), normalised Wasserstein distance and sizes of one comparison."
-    base, cur = base[~np.isnan(base)], cur[~np.isnan(cur)]
-    ks = stats.ks_2samp(base, cur)
-    d = float(ks.statistic)
+    return compare_many([(base, cur)], adjust)[0]
+
+def _compared(base:np.ndarray, cur:np.ndarray, ks:KS, adjust:bool) -> dict:
+    "A comparison around its KS result: the p-value at effective sizes when `adjust`, the smallest attainable one, the effect size."
+    d = ks.statistic
     rho = lag1_autocorr(base) if adjust else 0.  # the current window is too short to estimate rho: the baseline's serves both
     n1, n2 = effective_n(len(base), rho), effective_n(len(cur), rho)
     exact = not (adjust and rho > 0)  # i.i.d.: scipy's exact p-value
-    p = float(ks.pvalue) if exact else ks_pvalue(d, n1, n2)
+    p = ks.p_value if exact else ks_pvalue(d, n1, n2)
     p_min = exact_p_min(len(base), len(cur)) if exact else ks_pvalue(1.0, n1, n2)
     scale = np.std(base) or 1.0
     return dict(statistic=d, p_value=p, p_min=p_min, wasserstein=float(stats.wasserstein_distance(base, cur) / scale),
@@ -103,7 +127,7 @@ def calibrated_threshold(history:np.ndarray, n_base:int, n_cur:int, quantile:flo
     x = history[~np.isnan(history)]
     pairs = [(x[i:i + n_base], x[i + n_base:i + width]) for i in range(0, len(x) - width + 1, width)]
     if len(pairs) < min_pairs: return None
-    return float(np.quantile([stats.ks_2samp(b, c).statistic for b, c in pairs], quantile))
+    return float(np.quantile([ks.statistic for ks in ks_many(pairs)], quantile))
 
 # %% ../nbs/07_drift.ipynb #6ca018dc
 def baseline_rows(gold:pd.DataFrame, ticker:str, features, end=None, sessions:int=60, max_samples:int=5000, seed:int=0) -> pd.DataFrame:
@@ -147,7 +171,22 @@ def test_ticker(gold:pd.DataFrame, ticker:str, d, base:pd.DataFrame|None=None) -
 
 def test_features(f:pd.DataFrame, ticker:str, d, base:pd.DataFrame|None=None) -> list[dict]:
     "`test_ticker` on a ticker's `feature_frame` (its last rows are the current window)."
-    rows, n_cur, n_base = [], d['current_sessions'], d['baseline_sessions']
+    return compare_windows(test_windows(f, ticker, d, base), d)
+
+@dataclass
+class Window:
+    "What one drift test compares: a ticker's feature in its baseline and current windows, with their dates, and its calibrated threshold (None: decided by p-value)."
+    ticker: str
+    feature: str
+    base_dates: np.ndarray
+    base: np.ndarray
+    cur_dates: np.ndarray
+    cur: np.ndarray
+    threshold: float|None
+
+def test_windows(f:pd.DataFrame, ticker:str, d, base:pd.DataFrame|None=None) -> list[Window]:
+    "The windows a ticker's tests compare, from its `feature_frame` (its last rows are the current window) or its frozen `base` rows."
+    out, n_cur, n_base = [], d['current_sessions'], d['baseline_sessions']
     frozen = dict(tuple(base.groupby('feature'))) if base is not None else None
     for feat in d['features']:
         dates, x = _series(f, feat)
@@ -156,11 +195,16 @@ def test_features(f:pd.DataFrame, ticker:str, d, base:pd.DataFrame|None=None) ->
         elif feat in frozen: bd, bv = frozen[feat].date.to_numpy(), frozen[feat].value.to_numpy(float)
         else: continue
         if len(bv) < 10 or len(cv) < 3: continue
-        r = compare(bv, cv, d['autocorr_adjust'])
         thr = calibrated_threshold(x[dates < cd[0]], len(bv), len(cv), d['calibration_quantile']) if d['calibrate'] else None
-        rows.append(dict(ticker=ticker, feature=feat, method='ks_calibrated' if thr is not None else 'ks', threshold=thr,
-                         baseline_start=pd.Timestamp(bd[0]), baseline_end=pd.Timestamp(bd[-1]), current_start=pd.Timestamp(cd[0]), current_end=pd.Timestamp(cd[-1]), **r))
-    return rows
+        out.append(Window(ticker, feat, bd, bv, cd, cv, thr))
+    return out
+
+def compare_windows(windows:list[Window], d) -> list[dict]:
+    "The drift tests of `windows`, of one ticker or many, their comparisons together (`compare_many`); q-values come later."
+    return [dict(ticker=w.ticker, feature=w.feature, method='ks_calibrated' if w.threshold is not None else 'ks', threshold=w.threshold,
+                 baseline_start=pd.Timestamp(w.base_dates[0]), baseline_end=pd.Timestamp(w.base_dates[-1]),
+                 current_start=pd.Timestamp(w.cur_dates[0]), current_end=pd.Timestamp(w.cur_dates[-1]), **r)
+            for w, r in zip(windows, compare_many([(w.base, w.cur) for w in windows], d['autocorr_adjust']))]
 
 CALIBRATED = ('ks_calibrated', 'market_calibrated')  # methods whose threshold comes from history, not from a p-value
 
@@ -317,7 +361,7 @@ def evaluate(drift_settings, features_settings, runs:int=200, n_tickers:int=60, 
             gold = _simulated_gold(seed + r, n_tickers, features_settings, kind == 'drift', sessions)
             for name, d in configs.items():
                 frames = {tk: feature_frame(g, monitored(d)) for tk, g in gold.items()}
-                t = decide_run([row for tk, f in frames.items() for row in test_features(f, tk, d)], frames, d)
+                t = decide_run(compare_windows([w for tk, f in frames.items() for w in test_windows(f, tk, d)], d), frames, d)
                 any_alert[(name, kind)] += bool(t.drift.any()); tests_total[name] = len(t)
     return {name: dict(false_alarm_rate=any_alert[(name, 'no_drift')] / runs, detection_rate=any_alert[(name, 'drift')] / runs,
                        tests_per_run=tests_total[name], features=list(configs[name]['features'])) for name in configs} | dict(runs=runs, tickers=n_tickers)
@@ -344,11 +388,11 @@ def reference_alerts(ret:pd.Series, n_base:int, n_cur:int, quantile:float=0.95, 
 # %% ../nbs/07_drift.ipynb #9db15625
 def _run_tests(frames:dict, panel:dict, d, run_date, keep:int) -> pd.DataFrame:
     "The drift tests a run on `run_date` would have made: each ticker's last `keep` feature rows up to that date (all with calibration), and the markets'."
-    rows = market_tests(panel, d, run_date) if d.get('method') == 'market' else []
+    rows, windows = market_tests(panel, d, run_date) if d.get('method') == 'market' else [], []
     for t, f in frames.items():
         upto = f.iloc[:np.searchsorted(f.date.to_numpy(), np.datetime64(run_date), 'right')]
-        if len(upto): rows += test_features(upto if d['calibrate'] else upto.iloc[-keep:], t, d)
-    return follow_markets(decide(pd.DataFrame(rows), d)).assign(run_date=pd.Timestamp(run_date))
+        if len(upto): windows += test_windows(upto if d['calibrate'] else upto.iloc[-keep:], t, d)
+    return follow_markets(decide(pd.DataFrame(rows + compare_windows(windows, d)), d)).assign(run_date=pd.Timestamp(run_date))
 
 def replay(frames:dict, d, run_dates, ret:pd.Series) -> Backtest:
     "Replay the drift tests of `frames` (ticker -> gold rows) on each of `run_dates`."

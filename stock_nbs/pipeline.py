@@ -18,7 +18,7 @@ from .clean import clean_panel, fx_series, Cleaned, with_local_day
 from .features import gold_panel, STATE_COLUMNS
 from .quality import BucketFacts, bucket_facts, combine_facts, output_gate, calendar_notes
 from .engine import engine_for, close_engines, BucketFailed
-from .drift import (feature_frame, monitored, test_features, rollup, save_alerts, run_hook, read_baseline, baseline_path,
+from .drift import (feature_frame, monitored, test_windows, compare_windows, rollup, save_alerts, run_hook, read_baseline, baseline_path,
                              drift_report_html, is_level, decide_run)
 
 # %% auto #0
@@ -469,12 +469,12 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     frozen = d['baseline'] == 'frozen' or (d['baseline'] == 'auto' and path.exists())
     base, meta = read_baseline(path) if frozen else (None, {})
     per_ticker = dict(tuple(base.groupby('ticker'))) if base is not None else {}
-    rows, frames = [], {t: feature_frame(g, monitored(d)) for t, g in _drift_gold(store, settings, interval, tickers).items()}
+    windows, frames = [], {t: feature_frame(g, monitored(d)) for t, g in _drift_gold(store, settings, interval, tickers).items()}
     for t, f in frames.items():
         b = per_ticker.get(t, base.iloc[:0]) if base is not None else None
         if b is not None and b.empty: log.warning("%s: not in the frozen baseline %s; run `stock-nbs baseline` to include it", t, path); continue
-        rows += test_features(f, t, d, b)
-    tests = decide_run(rows, frames, d)
+        windows += test_windows(f, t, d, b)
+    tests = decide_run(compare_windows(windows, d), frames, d)
     roll = rollup(tests, d['retrain_share'])
     now = pd.Timestamp.now(tz='UTC')
     tests = tests.assign(threshold=pd.to_numeric(tests.threshold), run_id=run_id, tested_at=now)  # returned as stored
