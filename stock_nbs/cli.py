@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #f9ac5b63
 from __future__ import annotations
-import argparse, io, json, logging, os, re, sys, datetime as dt
+import argparse, gc, io, json, logging, os, re, sys, datetime as dt
 from pathlib import Path
 import pandas as pd
 from .config import StockNbsError, Settings, load_settings, load_secrets, find_settings, scrub, SPEC, SOURCE_KINDS, INTERVALS, _tickers
@@ -360,3 +360,4 @@ def main(argv=None) -> int:
     except StockNbsError as e: print(f"error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt: print("interrupted", file=sys.stderr); return 130
     except BrokenPipeError: sys.stdout = open(os.devnull, 'w'); return 0  # output piped into `head`: not an error
+    finally: gc.collect()  # free a failed scan's native readers while Arrow is alive: left to the interpreter's teardown they can abort it (apache/arrow#34314, delta-io/delta-rs#2184)
