@@ -12,7 +12,7 @@ from jupyter_client import AsyncKernelManager
 from .config import Settings, StockNbsError, Secrets, load_secrets, scrub
 from .ingest import check_run_date
 from .pipeline import new_run_id
-from .store import atomic_write, run_summaries
+from .store import atomic_write, run_summaries, read_manifest
 
 # %% auto #0
 __all__ = ['SCRUBBED', 'POLL_SLICE', 'daily_notebook', 'RunOutcome', 'render_report', 'KernelDiesWithRun', 'ScrubbedNotebooks',
@@ -149,7 +149,8 @@ def execute_run(settings:Settings, run_date=None, tickers=None, source=None, int
     except pm.PapermillExecutionError as e: error = scrub(_error_line(e), secrets)
     except Exception as e: error = scrub(f"the notebook could not run: {type(e).__name__}: {e}", secrets)  # the kernel died or would not start
     report = render_report(out, Path(settings.run.reports_dir)/f'{run_id}.html') if out.exists() else None
-    manifest = json.loads((folder/'manifest.json').read_text()) if (folder/'manifest.json').exists() else failed_manifest(folder, params, started, error)
+    written = read_manifest(folder/'manifest.json') if (folder/'manifest.json').exists() else None  # (unreadable: named in a warning, replaced below)
+    manifest = written if written is not None else failed_manifest(folder, params, started, error)
     return RunOutcome(run_id, out, report, manifest, error)
 
 # %% ../nbs/11_run.ipynb #59921735
