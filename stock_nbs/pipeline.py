@@ -14,19 +14,19 @@ from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a wa
 from .config import Settings, StockNbsError, is_remote, market_of, load_settings, load_secrets, _tickers, scrub, ScrubbingFormatter
 from .ingest import ingest, check_run_date
 from .store import Store, StoreError, TableUnreadable, changes, export_parquet, maintain, atomic_write, damaged_files, run_summary
-from .clean import clean_panel, fx_series, Cleaned, with_local_day
+from .clean import clean_panel, fx_series, Cleaned, with_local_day, SILVER_COLUMNS
 from .features import gold_panel, STATE_COLUMNS
-from .quality import BucketFacts, bucket_facts, combine_facts, output_gate, calendar_notes
+from .quality import BucketFacts, bucket_facts, combine_facts, output_gate, calendar_notes, with_row_facts, facts_reach, FACT_COLUMNS
 from .engine import engine_for, close_engines, BucketFailed
 from .drift import (feature_frame, monitored, test_windows, compare_windows, rollup, save_alerts, run_hook, read_baseline, baseline_path,
                              drift_report_html, is_level, decide_run)
 
 # %% auto #0
-__all__ = ['log', 'WATERMARK_KEY', 'RULES_KEY', 'BUCKET', 'NOISE', 'SILVER_KEY', 'REJECT_KEY', 'QUALITY_COLUMNS', 'DERIVED',
-           'TransformResult', 'Plan', 'rules_fingerprint', 'plan_pass', 'silver_context_days', 'gold_context_days',
-           'silver_bucket', 'gold_bucket', 'fx_silver', 'SilverOut', 'silver_task', 'gold_task', 'quality_task',
-           'later_copies', 'transform', 'setup_logging', 'drift_stage', 'failure_share_problem', 'RunFailed',
-           'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
+__all__ = ['log', 'WATERMARK_KEY', 'RULES_KEY', 'FACT_SETTINGS', 'BUCKET', 'NOISE', 'SILVER_KEY', 'REJECT_KEY', 'QUALITY_COLUMNS',
+           'DERIVED', 'TransformResult', 'Plan', 'rules_fingerprint', 'plan_pass', 'silver_context_days',
+           'gold_context_days', 'silver_bucket', 'gold_bucket', 'first_written', 'fx_silver', 'SilverOut',
+           'silver_task', 'gold_task', 'quality_task', 'later_copies', 'transform', 'setup_logging', 'drift_stage',
+           'failure_share_problem', 'RunFailed', 'new_run_id', 'code_version', 'DailyRun', 'prune_runs', 'start_run']
 
 # %% ../nbs/09_pipeline.ipynb #315a15fa
 log = logging.getLogger('stock_nbs.pipeline')
@@ -60,13 +60,18 @@ def _watermark(store:Store, interval:str, key:str=WATERMARK_KEY) -> str|None:
     t = store.table('gold', interval)
     return None if t is None else t.metadata().configuration.get(key)
 
+FACT_SETTINGS = ('stale_sessions', 'step_price', 'step_volume', 'holidays')  # the [quality] settings silver's fact columns depend on
+
 def rules_fingerprint(settings:Settings) -> str:
-    "A hash of everything silver and gold depend on besides bronze: the [clean] and [features] settings, the currencies, and the code of the rules."
+    "A hash of everything silver and gold depend on besides bronze: the [clean] and [features] settings, the [quality] ones of the row facts, the currencies, the exchange calendars, and the code."
     import hashlib, inspect
-    from stock_nbs import clean, features
-    u = settings.universe
-    text = json.dumps([settings.as_dict()['clean'], settings.as_dict()['features'], u.base_currency, u.fx_ticker], sort_keys=True)
-    return hashlib.sha256((text + inspect.getsource(clean) + inspect.getsource(features)).encode()).hexdigest()[:16]
+    from importlib.metadata import version
+    from stock_nbs import clean, features, quality
+    u, q = settings.universe, settings.as_dict()['quality']
+    text = json.dumps([settings.as_dict()['clean'], settings.as_dict()['features'], {k: q[k] for k in FACT_SETTINGS}, u.base_currency, u.fx_ticker,
+                       version('exchange_calendars')], sort_keys=True, default=str)
+    facts = (quality.with_row_facts, quality.volume_shift, quality.volume_steps, quality.session_columns, quality.session_numbers, quality.calendar_sessions)
+    return hashlib.sha256((text + inspect.getsource(clean) + inspect.getsource(features) + ''.join(map(inspect.getsource, facts))).encode()).hexdigest()[:16]
 
 def _utc(ts:str) -> pl.Expr: return pl.lit(pd.Timestamp(ts).to_pydatetime()).cast(pl.Datetime('us', 'UTC'))
 
@@ -78,7 +83,7 @@ def plan_pass(store:Store, settings:Settings, interval:str, tickers:list, full:b
     top = store.collect(bronze.select(pl.col('fetched_at').max()), 'bronze', interval).item()
     mark, top = _watermark(store, interval), None if top is None else str(top)
     if not full and mark is not None and _watermark(store, interval, RULES_KEY) != rules_fingerprint(settings):
-        log.info("the [clean] or [features] settings or the rules' code changed since the last pass: rebuilding every ticker"); full = True
+        log.info("the [clean], [features] or row facts' [quality] settings, or the rules' code, changed since the last pass: rebuilding every ticker"); full = True
     if full or mark is None or not store.exists('silver', interval): return Plan(dict.fromkeys(tickers), top, True, True)
     new = store.collect(bronze.filter(pl.col('fetched_at') > _utc(mark)).group_by('ticker').agg(since=pl.col('date').min()), 'bronze', interval)
     since = dict(zip(new['ticker'], new['since']))
@@ -101,9 +106,9 @@ def _fx_revised(store:Store, settings:Settings, interval:str, since:dict, mark:s
 # %% ../nbs/09_pipeline.ipynb #82b9fa72
 BUCKET = 500  # tickers per bucket
 
-def silver_context_days(rules) -> int:
-    "Calendar days of bronze a daily pass reads before its first recomputed day (the outlier window, its month, the spike rule's reach)."
-    return math.ceil((rules['outlier_window'] + 30) * 7 / 5 * 1.1) + 10
+def silver_context_days(rules, q) -> int:
+    "Calendar days of bronze a daily pass reads before a first new bar: the rows whose facts it changes and those their facts read (`facts_reach` each), then the outlier window and its month."
+    return math.ceil((rules['outlier_window'] + 30 + 2 * facts_reach(q)) * 7 / 5 * 1.1) + 10
 
 def gold_context_days(f) -> int:
     "Calendar days of silver a resumed gold pass reads before its first recomputed day (the longest window)."
@@ -124,24 +129,31 @@ def _from(since:dict, days:int, interval:str) -> pl.Expr:
 
 # %% ../nbs/09_pipeline.ipynb #4fd29937
 def silver_bucket(bronze:pl.DataFrame, settings:Settings, fx:pl.DataFrame|None, interval:str) -> Cleaned:
-    "Silver and rejected rows of one bucket's bronze rows (pure)."
+    "Silver rows with their quality facts, and the rejected rows, of one bucket's bronze rows (pure)."
     u = settings.universe
-    return clean_panel(bronze, settings.clean, fx, u.base_currency, u.fx_ticker, interval)
+    c = clean_panel(bronze, settings.clean, fx, u.base_currency, u.fx_ticker, interval)
+    return Cleaned(with_row_facts(with_local_day(c.silver, interval), settings.quality, interval).drop('_day'), c.rejects, c.errors)
 
 def gold_bucket(silver:pl.DataFrame, settings:Settings, anchors:pl.DataFrame|None) -> pl.DataFrame:
     "Gold rows of one bucket's silver rows, resumed from `anchors` where given (pure)."
     return gold_panel(silver, settings.features, anchors)
 
-def _write_from(rows:pl.DataFrame, since:dict) -> pl.DataFrame:
-    "Per ticker, the first day written: two sessions before its first new bar (the spike rule's reach); null: everything (a ticker recomputed from its first bar)."
+def _write_from(rows:pl.DataFrame, since:dict, back:int=2) -> pl.DataFrame:
+    "Per ticker, the first day written: `back` of its days in `rows` before its first new bar; null: everything (a ticker recomputed from its first bar)."
     given = {t: d for t, d in since.items() if d is not None}
     d = rows.filter(pl.col('ticker').is_in(list(given))).select('ticker', 'date')
     day = rows.schema['date']  # (intraday: UTC stamps)
     d = d.join(pl.DataFrame({'ticker': list(given), 'since': list(given.values())}, schema={'ticker': pl.String, 'since': day}), on='ticker')
-    two_back = d.filter(pl.col('date') < pl.col('since')).group_by('ticker').agg(pl.col('date').unique().sort().tail(2).first().alias('from'))
+    two_back = d.filter(pl.col('date') < pl.col('since')).group_by('ticker').agg(pl.col('date').unique().sort().tail(back).first().alias('from'))
     starts = d.select('ticker', 'since').unique().join(two_back, on='ticker', how='left').select('ticker', pl.coalesce('from', 'since').alias('from'))
     whole = pl.DataFrame({'ticker': [t for t, v in since.items() if v is None]}, schema={'ticker': pl.String}).with_columns(pl.lit(None, day).alias('from'))
     return pl.concat([starts, whole])
+
+def first_written(bronze:pl.DataFrame, silver:pl.DataFrame, since:dict, reach:int) -> pl.DataFrame:
+    "Per ticker, the first day a daily pass writes: the earlier of two bronze days before its first new bar (the spike rule's reach) and `reach` silver rows before it (the facts')."
+    s = _write_from(silver, since, reach).rename({'from': 'facts'})
+    return _write_from(bronze, since).join(s, on='ticker', how='left').select(
+        'ticker', pl.when(pl.col('from').is_null()).then(None).otherwise(pl.min_horizontal('from', 'facts')).alias('from'))
 
 # %% ../nbs/09_pipeline.ipynb #148f45b5
 def _replaced(store:Store, layer:str, interval:str, tickers) -> str|None:
@@ -230,18 +242,19 @@ class SilverOut:
 
 def silver_task(since:dict, root, settings:Settings, interval:str, fx, full:bool) -> SilverOut|None:
     "One bucket's silver from its bronze rows in the tables (None: no bronze rows); `since`: ticker -> first day to recompute (None: all). A bucket task."
-    bronze = Store(root).read('bronze', interval, _from(since, silver_context_days(settings.clean), interval))
+    bronze = Store(root).read('bronze', interval, _from(since, silver_context_days(settings.clean, settings.quality), interval))
     if not len(bronze): return None  # (tickers never ingested: reported by `_ticker_rows`)
-    c, starts = silver_bucket(bronze, settings, fx, interval), _write_from(bronze, since)
+    c = silver_bucket(bronze, settings, fx, interval)
+    starts = first_written(bronze, c.silver, since, facts_reach(settings.quality))
     keep = (lambda rows: rows) if full else (lambda rows: _on_or_after(rows, starts))
     return SilverOut(keep(c.silver), keep(c.rejects), starts, c.errors)
 
 def gold_task(job, root, settings:Settings, interval:str, full:bool) -> pl.DataFrame:
     "One bucket's gold: a full pass from its tickers' (`job`: a list) whole silver, a daily pass resumed from the last gold row before each ticker's first written day (`job`: ticker, from). A bucket task."
     store = Store(root)
-    if full: return gold_bucket(store.read('silver', interval, pl.col('ticker').is_in(job)), settings, None)
+    if full: return gold_bucket(store.read('silver', interval, pl.col('ticker').is_in(job), SILVER_COLUMNS), settings, None)
     anchors = _anchors(store, settings, interval, job)
-    silver = store.read('silver', interval, _silver_context(job, anchors, gold_context_days(settings.features)))
+    silver = store.read('silver', interval, _silver_context(job, anchors, gold_context_days(settings.features)), SILVER_COLUMNS)
     return _on_or_after(gold_bucket(silver, settings, anchors), job)
 
 def _lost_bucket(lost:BucketFailed, tally:_Tally, overwriting:bool=False):
@@ -322,9 +335,9 @@ def _write_gold(store:Store, settings:Settings, interval:str, plan:Plan, starts,
 QUALITY_COLUMNS = ['ticker', 'date', 'open', 'high', 'low', 'close', 'volume', 'flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired', 'rule_hits']
 
 def quality_task(bucket:list, root, settings:Settings, interval:str, today) -> BucketFacts:
-    "Quality facts of one bucket of tickers over their whole silver history and rejects. A bucket task."
+    "Quality facts of one bucket of tickers over their whole silver history (the facts stored with each row, counted in any order) and rejects. A bucket task."
     store = Store(root)
-    silver = store.read('silver', interval, pl.col('ticker').is_in(bucket), QUALITY_COLUMNS).sort('ticker', 'date')
+    silver = store.read('silver', interval, pl.col('ticker').is_in(bucket), QUALITY_COLUMNS + list(FACT_COLUMNS))
     if interval != '1d': silver = with_local_day(silver, interval)
     rej = store.read('rejects', interval, pl.col('ticker').is_in(bucket), ['ticker', 'rule']) if store.exists('rejects', interval) else None
     return bucket_facts(silver, rej, settings.quality, today, interval)

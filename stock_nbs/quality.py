@@ -11,13 +11,13 @@ import numpy as np, pandas as pd, polars as pl
 from .config import StockNbsError, market_of
 
 # %% auto #0
-__all__ = ['REPORT_COLUMNS', 'REQUIRED_COLUMNS', 'ohlc_problems', 'ohlc_errors', 'validate_ohlc', 'detect_outliers',
-           'check_data_freshness', 'get_data_quality_report', 'known_sessions', 'calendar_end', 'calendar_sessions',
-           'session_numbers', 'calendar_notes', 'volume_shift', 'volume_steps', 'row_facts', 'stale_runs', 'step_facts',
-           'calendars_of', 'missing_days', 'source_gaps', 'market_wide', 'sessions_behind', 'return_signatures',
-           'overnight_gaps', 'gap_steps', 'clean_counts', 'BucketFacts', 'QualityReport', 'local_stamps',
-           'bucket_facts', 'combine_facts', 'quality_report', 'finish_report', 'QualityGateError', 'output_gate',
-           'require_output_gate']
+__all__ = ['FACT_COLUMNS', 'REPORT_COLUMNS', 'REQUIRED_COLUMNS', 'ohlc_problems', 'ohlc_errors', 'validate_ohlc',
+           'detect_outliers', 'check_data_freshness', 'get_data_quality_report', 'known_sessions', 'calendar_end',
+           'calendar_sessions', 'session_numbers', 'calendar_notes', 'volume_shift', 'volume_steps', 'ticker_counts',
+           'calendars_of', 'missing_days', 'source_gaps', 'market_wide', 'facts_reach', 'session_columns',
+           'with_row_facts', 'sessions_behind', 'return_signatures', 'overnight_gaps', 'gap_steps', 'clean_counts',
+           'BucketFacts', 'QualityReport', 'local_stamps', 'bucket_facts', 'combine_facts', 'quality_report',
+           'finish_report', 'QualityGateError', 'output_gate', 'require_output_gate']
 
 # %% ../nbs/06_quality.ipynb #c006460f
 def ohlc_problems(o:np.ndarray, h:np.ndarray, l:np.ndarray, c:np.ndarray) -> dict:
@@ -104,6 +104,8 @@ def calendar_notes(tickers, today, holidays:tuple=()) -> list[str]:
 
 # %% ../nbs/06_quality.ipynb #4dd54410
 _FLAGGED = ['flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired']
+FACT_COLUMNS = {'q_stale': pl.Boolean, 'q_stale_start': pl.Boolean, 'q_step_price': pl.Boolean, 'q_step_volume': pl.Boolean,
+                'q_missing': pl.Int32, 'q_off_calendar': pl.Boolean, 'q_gap': pl.Float64}  # each silver row's facts that depend on its neighbours
 
 def _t(e:pl.Expr) -> pl.Expr: return e.over('ticker')
 
@@ -119,33 +121,22 @@ def volume_steps(factor:float, w:int=20, shift:str='_shift') -> pl.Expr:
     lr = pl.col(shift)
     return ((lr > np.log(factor)) & (lr == _t(lr.rolling_max(2 * w + 1, center=True, min_samples=1))) & _t(lr.shift(1)).ne_missing(lr)).fill_null(False)
 
-def row_facts(silver:pl.DataFrame, q, today) -> pl.DataFrame:
-    "Per row: missing values, OHLC breaks, flags, start of a run of equal closes, price and volume steps, future day."
-    c = pl.col('close')
-    v = pl.col('volume').cast(pl.Float64)
-    brk = _t(c.ne_missing(c.shift(1)))
-    return silver.with_columns(_shift=volume_shift()).select(  # (the shift once: the step rule reads it three times)
-        'ticker', 'date', 'day',
-        null=pl.any_horizontal([pl.col(x).is_null() | pl.col(x).is_nan() for x in ('open', 'high', 'low', 'close')] + [v.is_null()]),
-        hl=pl.col('high') < pl.col('low'), hi=(pl.col('high') < pl.col('open')) | (pl.col('high') < c),
-        lo=(pl.col('low') > pl.col('open')) | (pl.col('low') > c), nonpos=c <= 0,
-        flagged=pl.any_horizontal([pl.col(f) for f in _FLAGGED]),
-        run=_t(brk.cum_sum()),
-        step_p=(c / _t(c.shift(1)) - 1).abs() > q['step_price'],
-        step_v=volume_steps(q['step_volume']),
-        future=pl.col('day') > pl.lit(today))
-
 # %% ../nbs/06_quality.ipynb #7586964a
-def stale_runs(rows:pl.DataFrame, n:int) -> pl.DataFrame:
-    "Per ticker: runs of at least `n` rows with an unchanged close (stale_runs), and the rows in them (stale_sessions)."
-    runs = rows.group_by('ticker', 'run').len().filter(pl.col('len') >= n)
-    return runs.group_by('ticker').agg(stale_runs=pl.len().cast(pl.Int64), stale_sessions=pl.col('len').sum().cast(pl.Int64))
+def _sum(e:pl.Expr) -> pl.Expr: return e.sum().cast(pl.Int64)
 
-def step_facts(rows:pl.DataFrame) -> pl.DataFrame:
-    "Per ticker: steps (price and volume), days with a step, and the first five such days as text."
-    hit = rows.filter(pl.col('step_p') | pl.col('step_v'))
-    return hit.group_by('ticker').agg(steps=(pl.col('step_p').cast(pl.Int64).sum() + pl.col('step_v').cast(pl.Int64).sum()),
-                                     step_days=pl.col('day').n_unique().cast(pl.Int64), step_dates=pl.col('day').unique().sort().head(5))
+def ticker_counts(rows:pl.DataFrame, today) -> pl.DataFrame:
+    "Per ticker, from its rows with `day` and the fact columns in any order: rows, date range, days, missing values, OHLC breaks, flags, stale runs, steps, future days."
+    o, h, l, c = (pl.col(x) for x in ('open', 'high', 'low', 'close'))
+    step, day = pl.col('q_step_price') | pl.col('q_step_volume'), pl.col('day')
+    return rows.group_by('ticker').agg(
+        rows=pl.len().cast(pl.Int64), first_date=pl.col('date').min(), last_date=pl.col('date').max(), days=day.n_unique().cast(pl.Int64),
+        null_rows=_sum(pl.any_horizontal([x.is_null() | x.is_nan() for x in (o, h, l, c)] + [pl.col('volume').is_null()])),
+        flagged_rows=_sum(pl.any_horizontal([pl.col(f) for f in _FLAGGED])),
+        hl=_sum(h < l), hi=_sum((h < o) | (h < c)), lo=_sum((l > o) | (l > c)), nonpos=_sum(c <= 0),
+        future_dates=day.filter(day > pl.lit(pd.Timestamp(today).date())).n_unique().cast(pl.Int64),
+        stale_runs=_sum(pl.col('q_stale_start')), stale_sessions=_sum(pl.col('q_stale')),
+        steps=_sum(pl.col('q_step_price')) + _sum(pl.col('q_step_volume')),
+        step_days=day.filter(step).n_unique().cast(pl.Int64), step_dates=day.filter(step).unique().sort().head(5)).sort('ticker')
 
 # %% ../nbs/06_quality.ipynb #5f386ac6
 def calendars_of(tickers) -> pl.DataFrame:
@@ -154,22 +145,16 @@ def calendars_of(tickers) -> pl.DataFrame:
     return pl.DataFrame({'ticker': tickers, 'cal': [market_of(t).calendar or '' for t in tickers]}, schema={'ticker': pl.String, 'cal': pl.String})
 
 def missing_days(rows:pl.DataFrame, holidays:tuple=()) -> tuple[pl.DataFrame, pl.DataFrame]:
-    "(ticker, day) of every session each ticker's calendar has between its first and last day and its rows lack; and (ticker, day) of its days off the calendar."
-    new_day = pl.col('day').ne_missing(pl.col('day').shift(1)) | pl.col('ticker').ne_missing(pl.col('ticker').shift(1))
-    days = rows.select('ticker', 'day').filter(new_day)
-    days = days.join(calendars_of(days['ticker'].unique()), on='ticker', how='left', maintain_order='left')
-    out, extra = [], []
-    for code in sorted(set(days['cal'].unique().to_list()) - {''}):
-        g = days.filter(pl.col('cal') == code)
-        n, on = session_numbers(g['day'].to_numpy().astype('datetime64[D]'), code, holidays)
-        g = g.with_columns(n=pl.Series(n), on=pl.Series(on))
-        extra.append(g.filter(~pl.col('on')).select('ticker', 'day'))
-        g = g.filter('on').with_columns(gap=(_t(pl.col('n').diff()) - 1).fill_null(0)).filter(pl.col('gap') > 0)
-        k, lens = g['n'].to_numpy(), g['gap'].to_numpy()
-        pos = np.repeat(k - lens, lens) + np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-        out.append(pl.DataFrame({'ticker': g['ticker'].gather(np.repeat(np.arange(len(g)), lens)), 'day': pl.Series(calendar_sessions(code, tuple(holidays))[pos], dtype=pl.Date)}))
-    return (pl.concat(out) if out else pl.DataFrame(schema={'ticker': pl.String, 'day': pl.Date}),
-            pl.concat(extra) if extra else pl.DataFrame(schema={'ticker': pl.String, 'day': pl.Date}))
+    "From rows with `day` and the fact columns: (ticker, day) of every session missing before a row (`q_missing`), and (ticker, day) of its days off the calendar."
+    g = rows.filter(pl.col('q_missing') > 0).select('ticker', 'day', 'q_missing')
+    g = g.join(calendars_of(g['ticker'].unique()), on='ticker', how='left')
+    out = [pl.DataFrame(schema={'ticker': pl.String, 'day': pl.Date})]
+    for code in sorted(set(g['cal'].to_list()) - {''}):
+        h = g.filter(pl.col('cal') == code)
+        k, lens = session_numbers(h['day'].to_numpy().astype('datetime64[D]'), code, holidays)[0], h['q_missing'].to_numpy().astype(np.int64)
+        pos = np.repeat(k - lens, lens) + np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)  # the sessions just before each row
+        out.append(pl.DataFrame({'ticker': h['ticker'].gather(np.repeat(np.arange(len(h)), lens)), 'day': pl.Series(calendar_sessions(code, tuple(holidays))[pos], dtype=pl.Date)}))
+    return pl.concat(out), rows.filter('q_off_calendar').select('ticker', 'day').unique()
 
 def source_gaps(missing:pl.DataFrame, tickers:list, share:float) -> list:
     "Days missing for more than `share` of the NSE tickers (at least 3): the source's gaps, not the tickers'."
@@ -181,6 +166,36 @@ def market_wide(days:pl.DataFrame, tickers:list, share:float) -> list:
     if len(nse) < 3: return []
     c = days.filter(pl.col('ticker').is_in(nse)).group_by('day').len()
     return sorted(c.filter(pl.col('len') > share * len(nse))['day'].to_list())
+
+# %% ../nbs/06_quality.ipynb #0734b872
+def facts_reach(q) -> int:
+    "Rows before a new bar whose facts it can change (`[quality]` settings `q`): the volume-step windows, or a stale run's length."
+    return max(2 * 20, q['stale_sessions'])
+
+def session_columns(rows:pl.DataFrame, day:str, holidays:tuple=()) -> pl.DataFrame:
+    "Per row: its `day`'s session number on its ticker's exchange calendar (`_n`; -1: FX, no calendar) and whether the day is a session (`_on`)."
+    cals = calendars_of(rows['ticker'].unique())
+    n, on = np.full(len(rows), -1, np.int64), np.ones(len(rows), bool)
+    days = rows[day].to_numpy().astype('datetime64[D]')
+    for code in set(cals['cal'].to_list()) - {''}:
+        at = rows['ticker'].is_in(cals.filter(pl.col('cal') == code)['ticker'].implode()).to_numpy()
+        n[at], on[at] = session_numbers(days[at], code, holidays)
+    return pl.DataFrame({'_n': n, '_on': on})
+
+def with_row_facts(silver:pl.DataFrame, q, interval:str='1d') -> pl.DataFrame:
+    "`silver` (sorted by ticker and date; intraday with `_day`) with each row's facts (`FACT_COLUMNS`) under the `[quality]` settings `q`."
+    q = dict(q) | ({'step_volume': float('inf')} if interval != '1d' else {})  # intraday volume swings with the time of day
+    c, first = pl.col('close'), pl.col('ticker').ne_missing(pl.col('ticker').shift(1))
+    brk = first | c.ne_missing(c.shift(1))  # a new run of equal closes (_run: its number in the whole panel)
+    df = silver.with_columns(_shift=volume_shift(), _brk=brk, _run=brk.cum_sum(), _d=pl.col('date').cast(pl.Date) if interval == '1d' else pl.col('_day'))
+    df = pl.concat([df, session_columns(df, '_d', q.get('holidays', ()))], how='horizontal')
+    k = pl.when((first | pl.col('_d').ne_missing(pl.col('_d').shift(1))) & pl.col('_on') & (pl.col('_n') >= 0)).then(pl.col('_n'))  # a day's session number, once
+    stale, gap = pl.len().over('_run') >= q['stale_sessions'], _t((pl.col('open') / c.shift(1)).log())
+    return df.with_columns(
+        q_stale=stale, q_stale_start=stale & pl.col('_brk'), q_step_price=((c / _t(c.shift(1)) - 1).abs() > q['step_price']).fill_null(False),
+        q_step_volume=volume_steps(q['step_volume']), q_missing=(k - _t(k.forward_fill().shift(1)) - 1).fill_null(0).cast(pl.Int32),
+        q_off_calendar=~pl.col('_on'), q_gap=pl.when(gap.is_finite()).then(gap) if interval == '1d' else pl.lit(None, pl.Float64),
+    ).drop('_shift', '_brk', '_run', '_d', '_n', '_on')
 
 # %% ../nbs/06_quality.ipynb #8ae265f6
 def sessions_behind(silver:pl.DataFrame, today, holidays:tuple=()) -> pl.DataFrame:
@@ -198,7 +213,7 @@ def sessions_behind(silver:pl.DataFrame, today, holidays:tuple=()) -> pl.DataFra
 
 def return_signatures(silver:pl.DataFrame, n:int=20) -> pl.DataFrame:
     "Per ticker with `n` moving returns: its last `n` (day, log return) pairs as one text, equal for two tickers only when their prices are proportional then."
-    last = silver.select('ticker', 'day', 'close').group_by('ticker', maintain_order=True).tail(n + 1)  # (only the last returns matter)
+    last = silver.select('ticker', 'date', 'day', 'close').filter(pl.col('date') >= _t(pl.col('date').top_k(n + 1).min())).sort('ticker', 'date')  # (only the last returns matter)
     r = last.select('ticker', 'day', r=(pl.col('close') / pl.col('close').shift(1)).log().round(9).over('ticker')).filter(pl.col('r').is_finite())
     tail = r.group_by('ticker', maintain_order=True).tail(n)
     sig = tail.group_by('ticker').agg(n=pl.len(), moves=pl.col('r').abs().sum(), signature=pl.concat_str(pl.col('day').cast(pl.String), pl.col('r').cast(pl.String), separator='=').str.join('|'))
@@ -206,15 +221,16 @@ def return_signatures(silver:pl.DataFrame, n:int=20) -> pl.DataFrame:
 
 # %% ../nbs/06_quality.ipynb #7946b70f
 def overnight_gaps(silver:pl.DataFrame) -> pl.DataFrame:
-    "Log overnight gaps (open over the previous close) of daily bars: ticker, date, market (calendar code), gap."
-    g = silver.select('ticker', 'date', gap=_t((pl.col('open') / pl.col('close').shift(1)).log())).drop_nulls('gap').filter(pl.col('gap').is_finite())
+    "Log overnight gaps (`q_gap`: open over the previous close) of daily bars: ticker, date, market (calendar code), gap."
+    g = silver.filter(pl.col('q_gap').is_not_null()).select('ticker', 'date', gap='q_gap')
     return g.join(calendars_of(g['ticker'].unique()).rename({'cal': 'market'}), on='ticker', how='left', maintain_order='left')
 
 def gap_steps(gaps:pl.DataFrame, sigmas:float, min_tickers:int=5) -> pl.DataFrame:
     "Overnight gaps beyond `sigmas` robust sigmas net of the market's median gap that day: ticker, date, gap, sigmas (tickers with 20 gaps or more)."
-    g = gaps.filter(_t(pl.len()) >= 20)
-    many = pl.col('ticker').n_unique().over('market') >= min_tickers
-    g = g.with_columns(z=pl.col('gap') - pl.when(many).then(pl.col('gap').median().over('market', 'date')).otherwise(0.))
+    n = gaps.group_by('ticker').agg(n=pl.len(), market=pl.col('market').first()).filter(pl.col('n') >= 20)
+    many = n.group_by('market').len().filter(pl.col('len') >= min_tickers)['market']  # markets with a median worth taking
+    g = gaps.filter(pl.col('ticker').is_in(n['ticker'].implode()))
+    g = g.with_columns(z=pl.col('gap') - pl.when(pl.col('market').is_in(many.implode())).then(pl.col('gap').median().over('market', 'date')).otherwise(0.))
     g = g.with_columns(z=pl.col('z') - _t(pl.col('z').median()))
     g = g.with_columns(z=pl.col('z') / (1.4826 * _t(pl.col('z').abs().median())))
     return g.filter(pl.col('z').abs() > sigmas).select('ticker', 'date', gap=pl.col('gap').exp() - 1, sigmas='z').sort('date', 'ticker')
@@ -262,19 +278,13 @@ def local_stamps(facts:pl.DataFrame, col:str) -> pl.Series:
                            for t, x in zip(facts['ticker'], facts[col])], dtype=pl.String)
 
 def bucket_facts(silver:pl.DataFrame, rejects:pl.DataFrame|None, q, today, interval:str='1d') -> BucketFacts:
-    "The facts of the tickers in `silver` (all their rows, sorted by ticker and date) under the `[quality]` settings `q`."
+    "The facts of the tickers in `silver` (all their rows: with the fact columns in any order, or without them sorted by ticker and date) under the `[quality]` settings `q`."
+    if 'q_stale' not in silver.columns: silver = with_row_facts(silver, q, interval)
     silver = silver.with_columns(day=pl.col('date').cast(pl.Date) if interval == '1d' else pl.col('_day'))
-    q = dict(q) | ({'step_volume': float('inf')} if interval != '1d' else {})  # intraday volume swings with the time of day
-    rows = row_facts(silver, q, pd.Timestamp(today).date())
-    base = rows.group_by('ticker', maintain_order=True).agg(
-        rows=pl.len().cast(pl.Int64), first_date=pl.col('date').first(), last_date=pl.col('date').last(), days=pl.col('day').n_unique().cast(pl.Int64),
-        null_rows=pl.col('null').sum().cast(pl.Int64), flagged_rows=pl.col('flagged').sum().cast(pl.Int64),
-        **{k: pl.col(k).sum().cast(pl.Int64) for k in ('hl', 'hi', 'lo', 'nonpos')},
-        future_dates=pl.col('day').filter(pl.col('future')).n_unique().cast(pl.Int64))
-    missing, extra = missing_days(rows, q.get('holidays', ()))
+    base = ticker_counts(silver, today)
+    missing, extra = missing_days(silver, q.get('holidays', ()))
     if interval != '1d': base = base.with_columns(local_stamps(base, 'first_date'), local_stamps(base, 'last_date'))
-    others = (stale_runs(rows, q['stale_sessions']), step_facts(rows), clean_counts(silver, rejects),
-              sessions_behind(silver, today, q.get('holidays', ())), return_signatures(silver))
+    others = (clean_counts(silver, rejects), sessions_behind(silver, today, q.get('holidays', ())), return_signatures(silver))
     for other in others: base = base.join(other, on='ticker', how='left')
     return BucketFacts(base, missing, overnight_gaps(silver) if interval == '1d' else pl.DataFrame(schema=_NO_GAPS), extra)
 

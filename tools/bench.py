@@ -152,18 +152,23 @@ def day_rows(root, path):
 
 
 def equal(a_root, b_root):
-    "The day pass's gold and latest quality against a full rebuild of the same day: non-float columns identical, floats within 1e-9 relative."
+    "The day pass's gold, silver (its quality facts too) and latest quality against a full rebuild of the same day: non-float columns identical, floats within 1e-9 relative."
     import polars as pl, numpy as np
-    read = lambda r, t: pl.read_delta(str(r/t/'1d')).sort(['ticker', 'date'] if t == 'gold' else ['ticker', 'reported_at'])
-    a, b = read(a_root, 'gold'), read(b_root, 'gold')
-    out = dict(gold_rows=len(a), same_rows=len(a) == len(b) and a.select('ticker', 'date').equals(b.select('ticker', 'date')))
-    if out['same_rows']:
-        floats = [c for c, t in a.schema.items() if t.is_float()]
+    read = lambda r, t: pl.read_delta(str(r/t/'1d')).sort(['ticker', 'date'] if t in ('gold', 'silver') else ['ticker', 'reported_at'])
+    out = {}
+    for t in ('gold', 'silver'):
+        a, b = (read(r, t).drop('fetched_at', strict=False) for r in (a_root, b_root))  # (silver: when each bronze row was fetched, not a result)
+        pre = '' if t == 'gold' else 'silver_'
+        out[pre + 'rows'] = len(a)
+        out[pre + 'same_rows'] = len(a) == len(b) and a.select('ticker', 'date').equals(b.select('ticker', 'date'))
+        if not out[pre + 'same_rows']: continue
+        floats = [c for c, k in a.schema.items() if k.is_float()]
         others = [c for c in a.columns if c not in floats]
-        out['non_float_identical'] = a.select(others).equals(b.select(others))
+        out[pre + 'non_float_identical'] = a.select(others).equals(b.select(others))
         rel = max(float(np.nanmax(np.abs(a[c].to_numpy() - b[c].to_numpy()) / np.maximum(np.abs(b[c].to_numpy()), 1e-300), initial=0)) for c in floats)
-        out['max_relative_float_difference'] = rel
-        out['equal'] = out['non_float_identical'] and rel <= 1e-9
+        out[pre + 'max_relative_float_difference'] = rel
+        out[pre + 'equal'] = out[pre + 'non_float_identical'] and rel <= 1e-9
+    out['gold_rows'] = out.pop('rows')
     qa, qb = (read(r, 'quality').group_by('ticker').last().sort('ticker').drop('run_id', 'reported_at') for r in (a_root, b_root))
     out['quality_equal'] = qa.equals(qb)
     return out
@@ -276,7 +281,8 @@ def write(r):
     lines += [f"| {a} | {b} | {c} | {x} | {t} | {'yes' if ok else 'NO'} |" for a, b, c, x, t, ok in rows]
     e = r['day_equals_rebuild']
     lines += ['', f"The day equals a full rebuild of the same day: {e.get('equal')} ({e['gold_rows']} gold rows; non-float columns identical: "
-              f"{e.get('non_float_identical')}; largest relative float difference {e.get('max_relative_float_difference', float('nan')):.1e}; quality report equal: {e['quality_equal']}).",
+              f"{e.get('non_float_identical')}; largest relative float difference {e.get('max_relative_float_difference', float('nan')):.1e}; silver with its quality facts equal: "
+              f"{e.get('silver_equal')}; quality report equal: {e['quality_equal']}).",
               f"Full rebuild stages (s): {json.dumps({k: round(v, 1) for k, v in f['stages'].items()})}.",
               f"Day stages (s): ingest {d['ingest']:.2f} of which the source's fetch {d['fetch']:.2f}; transform {json.dumps({k: round(v, 2) for k, v in d['stages'].items()})}.",
               f"First ingest of the whole history: {r['first_ingest']['seconds']:.1f} s (fetch {r['first_ingest']['fetch']:.1f} s), peak {r['first_ingest']['rss_gb']:.2f} GB.",
