@@ -83,6 +83,7 @@ def plan_pass(store:Store, settings:Settings, interval:str, tickers:list, full:b
     top = store.collect(bronze.select(pl.col('fetched_at').max()), 'bronze', interval).item()
     mark, top = _watermark(store, interval), None if top is None else str(top)
     if not full and mark is not None and _watermark(store, interval, RULES_KEY) != rules_fingerprint(settings):
+        tickers = list(dict.fromkeys([*tickers, *store.tickers('silver', interval)]))  # (the tables' other tickers too: one formula in a table)
         log.info("the [clean], [features] or row facts' [quality] settings, or the rules' code, changed since the last pass: rebuilding every ticker"); full = True
     if full or mark is None or not store.exists('silver', interval): return Plan(dict.fromkeys(tickers), top, True, True)
     new = store.collect(bronze.filter(pl.col('fetched_at') > _utc(mark)).group_by('ticker').agg(since=pl.col('date').min()), 'bronze', interval)
