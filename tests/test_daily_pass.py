@@ -6,6 +6,7 @@ import pytest
 from stock_nbs.config import load_settings
 from stock_nbs.ingest import ingest
 from stock_nbs.pipeline import transform
+from stock_nbs.quality import FACT_COLUMNS
 from stock_nbs.store import Store
 
 TICKERS = 'TCS.NS INFY.NS SBIN.NS AAPL MSFT USDINR=X'
@@ -86,6 +87,7 @@ def test_an_intraday_day_equals_a_full_rebuild(tmp_path):
         a, b = (Store(r).read(layer, '15m').sort('ticker', 'date') for r in (root, full))
         assert len(a) == len(b) > 0 and a.select('ticker', 'date').equals(b.select('ticker', 'date'))
         np.testing.assert_allclose(a['close'].to_numpy(), b['close'].to_numpy(), rtol=1e-12)
+        if layer == 'silver': assert a.select(list(FACT_COLUMNS)).equals(b.select(list(FACT_COLUMNS)))   # each bar's quality facts
         if layer == 'gold': np.testing.assert_allclose(a['rsi_14'].to_numpy(), b['rsi_14'].to_numpy(), rtol=1e-9)
     aapl = Store(root).read('silver', '15m', pl.col('ticker') == 'AAPL')
     assert aapl['fx_rate'].n_unique() > 1 and (aapl['fx_rate'] > 50).all()
