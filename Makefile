@@ -55,7 +55,7 @@ nbtest: install
 
 # A throwaway PostgreSQL for the database tests (tools/pg.sh); without server binaries the database tests
 # skip locally and fail in CI (CI=true). Two workers, a test file each at a time (module fixtures built once):
-# most tests wait on kernels, browsers and servers, so two run in ~4/5 of the time of one; the dashboard's
+# most tests wait on kernels, browsers and servers, so two overlap well; the dashboard's
 # file goes first (tests/conftest.py) so that the other worker takes the rest meanwhile.
 pytest: install
 	@pgdir=$$(mktemp -d /tmp/stock_nbs_pg.XXXXXX); \

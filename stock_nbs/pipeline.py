@@ -63,15 +63,14 @@ def _watermark(store:Store, interval:str, key:str=WATERMARK_KEY) -> str|None:
 FACT_SETTINGS = ('stale_sessions', 'step_price', 'step_volume', 'holidays')  # the [quality] settings silver's fact columns depend on
 
 def rules_fingerprint(settings:Settings) -> str:
-    "A hash of everything silver and gold depend on besides bronze: the [clean] and [features] settings, the [quality] ones of the row facts, the currencies, the exchange calendars, and the code."
+    "A hash of everything silver and gold depend on besides bronze: the [clean] and [features] settings, the [quality] ones of the row facts, the currencies, the exchange calendars, and the code of the rules and facts."
     import hashlib, inspect
     from importlib.metadata import version
     from stock_nbs import clean, features, quality
     u, q = settings.universe, settings.as_dict()['quality']
     text = json.dumps([settings.as_dict()['clean'], settings.as_dict()['features'], {k: q[k] for k in FACT_SETTINGS}, u.base_currency, u.fx_ticker,
                        version('exchange_calendars')], sort_keys=True, default=str)
-    facts = (quality.with_row_facts, quality.volume_shift, quality.volume_steps, quality.session_columns, quality.session_numbers, quality.calendar_sessions)
-    return hashlib.sha256((text + inspect.getsource(clean) + inspect.getsource(features) + ''.join(map(inspect.getsource, facts))).encode()).hexdigest()[:16]
+    return hashlib.sha256((text + ''.join(inspect.getsource(m) for m in (clean, features, quality))).encode()).hexdigest()[:16]
 
 def _utc(ts:str) -> pl.Expr: return pl.lit(pd.Timestamp(ts).to_pydatetime()).cast(pl.Datetime('us', 'UTC'))
 
@@ -82,7 +81,7 @@ def plan_pass(store:Store, settings:Settings, interval:str, tickers:list, full:b
     if bronze is None: raise StoreError(f"no bronze table at {store.path('bronze', interval)}; run `stock-nbs ingest` first")
     top = store.collect(bronze.select(pl.col('fetched_at').max()), 'bronze', interval).item()
     mark, top = _watermark(store, interval), None if top is None else str(top)
-    if not full and mark is not None and _watermark(store, interval, RULES_KEY) != rules_fingerprint(settings):
+    if mark is not None and _watermark(store, interval, RULES_KEY) != rules_fingerprint(settings):  # (a `full` pass of a few tickers too)
         tickers = list(dict.fromkeys([*tickers, *store.tickers('silver', interval)]))  # (the tables' other tickers too: one formula in a table)
         log.info("the [clean], [features] or row facts' [quality] settings, or the rules' code, changed since the last pass: rebuilding every ticker"); full = True
     if full or mark is None or not store.exists('silver', interval): return Plan(dict.fromkeys(tickers), top, True, True)
@@ -338,7 +337,7 @@ QUALITY_COLUMNS = ['ticker', 'date', 'open', 'high', 'low', 'close', 'volume', '
 def quality_task(bucket:list, root, settings:Settings, interval:str, today) -> BucketFacts:
     "Quality facts of one bucket of tickers over their whole silver history (the facts stored with each row, counted in any order) and rejects. A bucket task."
     store = Store(root)
-    silver = store.read('silver', interval, pl.col('ticker').is_in(bucket), QUALITY_COLUMNS + list(FACT_COLUMNS))
+    silver = store.read('silver', interval, pl.col('ticker').is_in(bucket), QUALITY_COLUMNS + FACT_COLUMNS)
     if interval != '1d': silver = with_local_day(silver, interval)
     rej = store.read('rejects', interval, pl.col('ticker').is_in(bucket), ['ticker', 'rule']) if store.exists('rejects', interval) else None
     return bucket_facts(silver, rej, settings.quality, today, interval)

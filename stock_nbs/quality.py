@@ -104,8 +104,7 @@ def calendar_notes(tickers, today, holidays:tuple=()) -> list[str]:
 
 # %% ../nbs/06_quality.ipynb #4dd54410
 _FLAGGED = ['flag_invalid', 'flag_placeholder', 'flag_outlier', 'flag_repaired']
-FACT_COLUMNS = {'q_stale': pl.Boolean, 'q_stale_start': pl.Boolean, 'q_step_price': pl.Boolean, 'q_step_volume': pl.Boolean,
-                'q_missing': pl.Int32, 'q_off_calendar': pl.Boolean, 'q_gap': pl.Float64}  # each silver row's facts that depend on its neighbours
+FACT_COLUMNS = ['q_stale', 'q_stale_start', 'q_step_price', 'q_step_volume', 'q_missing', 'q_off_calendar', 'q_gap']  # each silver row's facts that depend on its neighbours
 
 def _t(e:pl.Expr) -> pl.Expr: return e.over('ticker')
 

@@ -61,5 +61,5 @@ def pg_url():
 
 
 def pytest_collection_modifyitems(config, items):
-    "The dashboard's file first (its browser tests are the longest, ~4 min): under `make test`'s two workers one runs it while the other takes the rest."
+    "The dashboard's file first (its browser tests are the longest): under `make test`'s two workers one runs it while the other takes the rest."
     items.sort(key=lambda item: item.path.name != 'test_dashboard.py')  # (a stable sort: every other test keeps its place)

@@ -87,18 +87,19 @@ def test_an_intraday_day_equals_a_full_rebuild(tmp_path):
         a, b = (Store(r).read(layer, '15m').sort('ticker', 'date') for r in (root, full))
         assert len(a) == len(b) > 0 and a.select('ticker', 'date').equals(b.select('ticker', 'date'))
         np.testing.assert_allclose(a['close'].to_numpy(), b['close'].to_numpy(), rtol=1e-12)
-        if layer == 'silver': assert a.select(list(FACT_COLUMNS)).equals(b.select(list(FACT_COLUMNS)))   # each bar's quality facts
+        if layer == 'silver': assert a.select(FACT_COLUMNS).equals(b.select(FACT_COLUMNS))   # each bar's quality facts
         if layer == 'gold': np.testing.assert_allclose(a['rsi_14'].to_numpy(), b['rsi_14'].to_numpy(), rtol=1e-9)
     aapl = Store(root).read('silver', '15m', pl.col('ticker') == 'AAPL')
     assert aapl['fx_rate'].n_unique() > 1 and (aapl['fx_rate'] > 50).all()
 
 
-def test_changed_rules_rebuild_the_tables_other_tickers_too(tmp_path):
+@pytest.mark.parametrize('full', [False, True])
+def test_changed_rules_rebuild_the_tables_other_tickers_too(tmp_path, full):
     s = settings(tmp_path/'d')
     ingest(s, run_date='2024-06-26', progress=False); transform(s, progress=False, today='2024-06-26')
     longer = load_settings(None, env={}, overrides={'universe.tickers': TICKERS, 'source.kind': 'synthetic', 'source.start': '2022-06-01',
                                                     'storage.data_dir': str(tmp_path/'d'), 'quality.min_rows': '10', 'features.sma_periods': '20 100'})
-    res = transform(longer, ['TCS.NS'], progress=False, today='2024-06-26')      # one ticker asked for: one formula must still hold for all
+    res = transform(longer, ['TCS.NS'], progress=False, today='2024-06-26', full=full)   # one ticker asked for: one formula must still hold for all
     gold = Store(tmp_path/'d').read('gold', '1d')
     assert res.summary['pass'] == 'full' and list(res.tickers.ticker) == ['TCS.NS']
     assert gold.group_by('ticker').agg(pl.col('sma_100').is_not_null().sum())['sma_100'].min() > 0 and gold['ticker'].n_unique() == len(TICKERS.split())

@@ -150,7 +150,7 @@ def test_volume_steps_are_rare_on_real_data_and_catch_a_unit_change(upstox_run):
     q = res.quality
     ticker_years = ((pd.to_datetime(q.last_date) - pd.to_datetime(q.first_date)).dt.days / 365.25).sum()
     assert q.steps.sum() / ticker_years <= 0.5                          # day-on-day ratios raised 4.3 per ticker-year here
-    silver = Store(cfg.data_dir).read('silver', '1d', pl.col('ticker') == 'INFY.NS').drop(list(FACT_COLUMNS)).sort('date')   # facts recomputed from the values
+    silver = Store(cfg.data_dir).read('silver', '1d', pl.col('ticker') == 'INFY.NS').drop(FACT_COLUMNS).sort('date')   # facts recomputed from the values
     unit = silver.with_columns(volume=pl.when(pl.col('date') >= dt.date(2023, 3, 1)).then(pl.col('volume') * 10).otherwise(pl.col('volume')))
     before, after = (quality_report(x, None, cfg.quality, '2025-10-01').tickers.iloc[0] for x in (silver, unit))
     new = set(after.step_dates.split(', ')) - set(before.step_dates.split(', '))
