@@ -11,13 +11,13 @@ import numpy as np, pandas as pd, polars as pl
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, market_of, is_fx
 from .sources import FetchResult, TickerSlices, VALUE_COLUMNS, is_intraday, make_source
-from .store import Store, StoreError, changes, with_year
+from .store import Changes, Store, StoreError, changes, with_year
 from .engine import engine_for, BucketFailed
 
 # %% auto #0
 __all__ = ['log', 'BRONZE_KEY', 'REPORT_COLUMNS', 'PRICES', 'FETCH_CHUNK', 'RESCALE_TOL', 'bronze_rows', 'empty_bronze',
-           'fetch_start', 'check_run_date', 'Stored', 'stored_state', 'fetch_changes', 'far_prices', 'split_absurd',
-           'Fetched', 'fetch_chunk', 'rescaled', 'with_fx', 'ingest']
+           'fetch_start', 'check_run_date', 'Stored', 'stored_state', 'FetchChanges', 'fetch_changes', 'far_prices',
+           'split_absurd', 'Fetched', 'fetch_chunk', 'rescaled', 'with_fx', 'ingest']
 
 # %% ../nbs/03_ingest.ipynb #8191b70e
 log = logging.getLogger('stock_nbs.ingest')
@@ -81,19 +81,26 @@ def stored_state(store:Store, interval:str, tickers, overlap:int) -> Stored:
 # %% ../nbs/03_ingest.ipynb #7b94e156
 REPORT_COLUMNS = ['ticker', 'status', 'fetch_start', 'fetch_end', 'rows_fetched', 'rows_rejected', 'rows_added', 'values_changed', 'rows_total', 'last_date', 'error']
 
-def fetch_changes(fetched:pl.DataFrame, stored:pl.DataFrame|None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    "Rows to write (new or revised), and per ticker: rows fetched, new days, values changed, last day fetched."
+@dataclass
+class FetchChanges:
+    "What a fetch changes in bronze."
+    changes: Changes  # new and revised rows (none deleted: a day the vendor no longer sends stays)
+    per_ticker: pl.DataFrame  # ticker, rows_fetched, last_date, rows_added, values_changed
+
+def fetch_changes(fetched:pl.DataFrame, stored:pl.DataFrame|None) -> FetchChanges:
+    "The rows to write (new or revised) of a fetch against the `stored` rows on its days, and per ticker: rows fetched, new days, values changed, last day fetched."
     counts = fetched.group_by('ticker').agg(rows_fetched=pl.len(), last_date=pl.col('date').max())
     if stored is None or not len(stored):  # nothing stored on these days: every row is new (no 13M-row join on a first load)
-        return fetched, counts.join(fetched.group_by('ticker').agg(rows_added=pl.col('date').n_unique()), on='ticker').with_columns(values_changed=pl.lit(0))
+        return FetchChanges(changes(fetched, None, BRONZE_KEY), counts.join(fetched.group_by('ticker').agg(rows_added=pl.col('date').n_unique()), on='ticker').with_columns(values_changed=pl.lit(0)))
     ch = changes(fetched, stored, BRONZE_KEY, ignore=('source', 'fetched_at'))
+    ch.deleted = ch.deleted.clear()
     old = stored.select(BRONZE_KEY + VALUE_COLUMNS)
     j = ch.rows.join(old, on=BRONZE_KEY, how='left', suffix='_old')
     cells = pl.sum_horizontal([~pl.col(c).eq_missing(pl.col(f'{c}_old')) for c in VALUE_COLUMNS]).cast(pl.Int64)
     per = j.group_by('ticker').agg(values_changed=cells.filter(pl.col('open_old').is_not_null() | pl.col('close_old').is_not_null() |
                                                                pl.col('volume_old').is_not_null()).sum())
     new_days = ch.rows.join(old.select('ticker', 'date').unique(), on=['ticker', 'date'], how='anti').group_by('ticker').agg(rows_added=pl.col('date').n_unique())
-    return ch.rows, counts.join(new_days, on='ticker', how='left').join(per, on='ticker', how='left').fill_null(0)
+    return FetchChanges(ch, counts.join(new_days, on='ticker', how='left').join(per, on='ticker', how='left').fill_null(0))
 
 # %% ../nbs/03_ingest.ipynb #fe12e585
 PRICES = ['open', 'high', 'low', 'close', 'adj_close']
@@ -223,11 +230,11 @@ def _record_actions(store:Store, interval:str, events:pl.DataFrame, end, run_id:
     store.append('corporate_actions', interval, rows, run_id)
 
 # %% ../nbs/03_ingest.ipynb #7aadfc0a
-def _write(store:Store, interval:str, rows:pl.DataFrame, run_id:str|None) -> str|None:
+def _write(store:Store, interval:str, ch:Changes, run_id:str|None) -> str|None:
     "Write the run's new and revised bronze rows in one commit; the error when it fails (the table stays as it was)."
-    try: v = store.upsert('bronze', interval, rows, BRONZE_KEY, run_id=run_id)
+    try: v = store.apply('bronze', interval, ch, BRONZE_KEY, run_id=run_id)
     except StoreError as e: log.error("%s", e); return str(e)
-    if v is not None: log.info("bronze %s version %d: %d rows written", interval, v, len(rows))
+    if v is not None: log.info("bronze %s version %d: %d rows written (%d new)", interval, v, len(ch.rows), ch.added)
     return None
 
 def with_fx(tickers:list, settings:Settings, interval:str) -> list:
@@ -255,11 +262,11 @@ def ingest(settings:Settings, tickers=None, run_date=None, source=None, interval
         if len(events):
             fetched, stored, lost = _refetch_rescaled(store, source, settings, interval, end, events, fetched, stored)
             failed.update(lost)
-        rows, per = fetch_changes(fetched, stored)
-        error = _write(store, interval, rows, run_id)
-        if error: failed.update({t: error for t in rows['ticker'].unique().to_list()})
+        fc = fetch_changes(fetched, stored)
+        error = _write(store, interval, fc.changes, run_id)
+        if error: failed.update({t: error for t in fc.changes.rows['ticker'].unique().to_list()})
         elif len(events): _record_actions(store, interval, events.filter(~pl.col('ticker').is_in(list(failed))), end, run_id)
-    rep = _report(tickers, per, failed, starts, st, end, dict(absurd.group_by('ticker').len().iter_rows()))
+    rep = _report(tickers, fc.per_ticker, failed, starts, st, end, dict(absurd.group_by('ticker').len().iter_rows()))
     for r in rep.itertuples():
         if r.status == 'failed': log.warning("%s: %s", r.ticker, r.error)
         else: log.info("%s: %d bars fetched, %d added, %d values changed, %d stored", r.ticker, r.rows_fetched, r.rows_added, r.values_changed, r.rows_total)

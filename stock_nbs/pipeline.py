@@ -124,8 +124,14 @@ def _from(since:dict, days:int, interval:str) -> pl.Expr:
     starts = {t: (pd.Timestamp(d) - pd.Timedelta(days=days)).date() for t, d in since.items() if d is not None}
     if not starts or interval != '1d': return pl.col('ticker').is_in(list(since))
     whole = [t for t, d in since.items() if d is None]
+    return _on_or_after_day(starts, whole)
+
+def _on_or_after_day(starts:dict, whole:list) -> pl.Expr:
+    "Rows of the tickers in `starts` (ticker -> day) on or after their day, and every row of those in `whole`."
     s = pl.col('ticker').replace_strict(list(starts), list(starts.values()), default=None, return_dtype=pl.Date)
-    return pl.col('ticker').is_in(whole) | (pl.col('ticker').is_in(list(starts)) & (pl.col('date') >= s))
+    tail = pl.col('ticker').is_in(list(starts)) & (pl.col('date') >= s)
+    # Only a plain conjunction with the `year` partition column is pushed into the scan whole: it skips other years' files and row groups of other tickers.
+    return pl.col('ticker').is_in(whole) | tail if whole else (pl.col('year') >= min(starts.values()).year) & tail
 
 # %% ../nbs/09_pipeline.ipynb #4fd29937
 def silver_bucket(bronze:pl.DataFrame, settings:Settings, fx:pl.DataFrame|None, interval:str) -> Cleaned:
@@ -183,7 +189,7 @@ NOISE = 1e-12  # relative: a recomputed float this close to the stored one is th
 def _merge_layer(store:Store, layer:str, interval:str, new:pl.DataFrame, starts:pl.DataFrame, key:list, run_id:str|None) -> int:
     "MERGE a daily pass's rows of one layer: changed and new rows written, vanished ones deleted; rows written."
     ch = changes(new, _stored_from(store, layer, interval, starts), key, rtol=NOISE)
-    store.upsert(layer, interval, ch.rows, key, ch.deleted, run_id)
+    store.apply(layer, interval, ch, key, run_id)
     return len(ch)
 
 # %% ../nbs/09_pipeline.ipynb #f0616cf9
@@ -296,8 +302,7 @@ def _silver_context(starts:pl.DataFrame, anchors:pl.DataFrame|None, days:int) ->
     at = {} if anchors is None else dict(zip(anchors['ticker'], anchors['date']))
     whole = [t for t in starts['ticker'] if t not in at]
     if not at: return pl.col('ticker').is_in(whole)
-    lo = pl.col('ticker').replace_strict(list(at), [d - dt.timedelta(days=days) for d in at.values()], default=None, return_dtype=pl.Date)
-    return pl.col('ticker').is_in(whole) | (pl.col('ticker').is_in(list(at)) & (pl.col('date') >= lo))
+    return _on_or_after_day({t: d - dt.timedelta(days=days) for t, d in at.items()}, whole)
 
 # %% ../nbs/09_pipeline.ipynb #5a42bf50
 SILVER_KEY, REJECT_KEY = ['ticker', 'date'], ['ticker', 'date', 'seq']

@@ -229,6 +229,14 @@ def changes(new:pl.DataFrame, old:pl.DataFrame|None, key:list, ignore=(), rtol:f
     gone = old.join(new.select(key), on=key, how='anti', nulls_equal=True).select(key + part)
     return Changes(j.select(new.columns), gone, int(j['_old'].is_null().sum()))
 
+def _apply(self:Store, layer:str, interval:str|None, ch:Changes, key:list, run_id:str|None=None) -> int|None:
+    "Write `ch` (from `changes` against every stored row its keys could match) in one commit: an append when it only adds keys, else a MERGE; the new version (None: nothing to do)."
+    if not len(ch): return None
+    # A MERGE joins the source with the touched partitions even when no key matches; an append writes the same new file without reading any.
+    if ch.added == len(ch.rows) and not len(ch.deleted): return self.append(layer, interval, ch.rows, run_id)
+    return self.upsert(layer, interval, ch.rows, key, ch.deleted, run_id)
+Store.apply = _apply
+
 # %% ../nbs/02_store.ipynb #c5411fab
 def atomic_write(path:Path, write) -> Path:
     "Write `path` atomically: `write(tmp)` fills a temporary file beside it, which then replaces `path` (on an object store: is uploaded to it)."

@@ -4,6 +4,7 @@ import pytest
 from stock_nbs.config import load_settings, StockNbsError
 from stock_nbs.sources import FetchResult, SyntheticSource, to_bronze
 from stock_nbs.ingest import ingest
+import stock_nbs.store
 from stock_nbs.store import Store
 
 
@@ -116,7 +117,8 @@ def test_a_failed_commit_fails_the_tickers_it_carried_keeps_the_table_and_the_ne
     src = ScriptedSource(market)
     ingest(cfg, run_date='2024-03-22', source=src, progress=False)
     def full_disk(*a, **k): raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(deltalake.table.TableMerger, 'execute', full_disk)
+    monkeypatch.setattr(deltalake.table.TableMerger, 'execute', full_disk)   # the day's bars are new: appended, and revisions merged
+    monkeypatch.setattr(stock_nbs.store, 'write_deltalake', full_disk)
     rep = ingest(cfg, run_date='2024-03-29', source=src, progress=False)
     assert (rep.status == 'failed').all() and rep.error.str.contains('No space left on device').all() and rep.error.str.contains('previous version is intact').all()
     assert version(cfg) == 0 and bronze_of(cfg, 'AAPL').date.iloc[-1] == pd.Timestamp('2024-03-22')
