@@ -156,10 +156,10 @@ def _write_from(rows:pl.DataFrame, since:dict, back:int=2) -> pl.DataFrame:
     return pl.concat([starts, whole])
 
 def first_written(bronze:pl.DataFrame, silver:pl.DataFrame, since:dict, reach:int) -> pl.DataFrame:
-    "Per ticker, the first day a daily pass writes: the earlier of two bronze days before its first new bar (the spike rule's reach) and `reach` silver rows before it (the facts')."
+    "Per ticker, the first day a daily pass writes to silver (`from`): the earlier of two bronze days before its first new bar (the spike rule's reach: `values_from`, gold's) and `reach` silver rows before it (the facts')."
     s = _write_from(silver, since, reach).rename({'from': 'facts'})
     return _write_from(bronze, since).join(s, on='ticker', how='left').select(
-        'ticker', pl.when(pl.col('from').is_null()).then(None).otherwise(pl.min_horizontal('from', 'facts')).alias('from'))
+        'ticker', pl.when(pl.col('from').is_null()).then(None).otherwise(pl.min_horizontal('from', 'facts')).alias('from'), values_from='from')
 
 # %% ../nbs/09_pipeline.ipynb #148f45b5
 def _replaced(store:Store, layer:str, interval:str, tickers) -> str|None:
@@ -181,7 +181,7 @@ def _stored_from(store:Store, layer:str, interval:str, starts:pl.DataFrame) -> p
 
 def _on_or_after(rows:pl.DataFrame, starts:pl.DataFrame) -> pl.DataFrame:
     "Rows on or after their ticker's `from` day (all rows of a ticker whose `from` is null)."
-    j = rows.join(starts, on='ticker', how='inner')
+    j = rows.join(starts.select('ticker', 'from'), on='ticker', how='inner')
     return j.filter(pl.col('from').is_null() | (pl.col('date') >= pl.col('from'))).drop('from')
 
 NOISE = 1e-12  # relative: a recomputed float this close to the stored one is the same value (rolling sums started elsewhere)
@@ -287,13 +287,15 @@ def _gold_frames(store:Store, settings:Settings, interval:str, plan:Plan, starts
 
 # %% ../nbs/09_pipeline.ipynb #b15f04f0
 def _anchors(store:Store, settings:Settings, interval:str, starts:pl.DataFrame) -> pl.DataFrame|None:
-    "Per ticker, the last gold row before its first written day with every state kept (None with TA-Lib extras: they keep no state)."
+    "Per ticker, the last gold row before its first written day with every state kept, within `gold_context_days` of it (None with TA-Lib extras: they keep no state)."
     if settings.features['extra'] or interval != '1d': return None
     lf = store.scan('gold', interval)
     if lf is None: return None
-    y0 = pd.Timestamp(starts['from'].drop_nulls().min() or dt.date(1900, 1, 1)).year - 1
+    back = dt.timedelta(days=gold_context_days(settings.features))  # (an older anchor is not looked for: its ticker is recomputed whole)
+    recent = {t: d - back for t, d in starts.drop_nulls('from').iter_rows()}
+    if not recent: return None
     cols = ['ticker', 'date', 'macd_signal', *STATE_COLUMNS]
-    g = store.collect(lf.filter(pl.col('year') >= y0, pl.col('ticker').is_in(starts['ticker'].to_list())).select(cols), 'gold', interval)
+    g = store.collect(lf.filter(_on_or_after_day(recent, [])).select(cols), 'gold', interval)
     g = g.join(starts, on='ticker').filter(pl.col('date') < pl.col('from')).drop('from')
     return g.drop_nulls().sort('ticker', 'date').group_by('ticker').last()
 
@@ -308,7 +310,7 @@ def _silver_context(starts:pl.DataFrame, anchors:pl.DataFrame|None, days:int) ->
 SILVER_KEY, REJECT_KEY = ['ticker', 'date'], ['ticker', 'date', 'seq']
 
 def _write_silver(store:Store, settings:Settings, interval:str, plan:Plan, fx, tally:_Tally, bar, run_id, engine) -> pl.DataFrame|None:
-    "Silver and rejects of the pass, one commit each; the tickers' first written days (None: a full pass)."
+    "Silver and rejects of the pass, one commit each; per ticker, the first day whose silver values it can change, gold's first written day (None: a full pass)."
     frames = _silver_frames(store, settings, interval, plan, fx, tally, bar, engine)
     if plan.full:
         where = _replaced(store, 'silver', interval, plan.since)
@@ -323,7 +325,7 @@ def _write_silver(store:Store, settings:Settings, interval:str, plan:Plan, fx, t
     _merge_layer(store, 'silver', interval, silver, starts, SILVER_KEY, run_id)
     rej = pl.concat([r for r, _ in tally.rejects], how='diagonal_relaxed')
     if len(rej) or store.exists('rejects', interval): _merge_layer(store, 'rejects', interval, rej, starts, REJECT_KEY, run_id)
-    return starts
+    return starts.select('ticker', pl.col('values_from').alias('from'))  # (gold reads silver's values, not its facts)
 
 def _write_gold(store:Store, settings:Settings, interval:str, plan:Plan, starts, tally:_Tally, run_id, engine) -> None:
     "Gold of the pass in one commit."
