@@ -123,3 +123,23 @@ def test_a_new_bar_that_makes_a_stale_run_rewrites_the_facts_of_the_rows_before_
     shutil.copytree(root, tmp_path/'full')
     transform(load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(tmp_path/'full')}), progress=False, today='2024-06-28', full=True)
     assert_same_tables(root, tmp_path/'full')
+
+
+
+def last_write(store, layer):
+    "The operation of a table's newest commit that wrote rows (a pass also sets the gold table's watermark property)."
+    return next(h['operation'] for h in store.table(layer, '1d').history(3) if h['operation'] != 'SET TBLPROPERTIES')
+
+
+def test_a_day_of_only_new_bars_appends_to_bronze_and_gold_and_equals_a_rebuild(tmp_path):
+    "New bars and nothing revised: bronze and gold get an append (a MERGE would read the touched partitions to find no match)."
+    clean = lambda root: load_settings(None, env={}, overrides={'universe.tickers': TICKERS, 'source.kind': 'synthetic', 'source.start': '2022-06-01',
+                                                                'storage.data_dir': str(root), 'quality.min_rows': '10'})
+    s = clean(tmp_path/'day')
+    for day in ('2024-06-26', '2024-06-27'): ingest(s, run_date=day, progress=False); transform(s, progress=False, today=day)
+    store = Store(s.data_dir)
+    assert [last_write(store, layer) for layer in ('bronze', 'gold')] == ['WRITE', 'WRITE']
+    assert store.read('gold', '1d').group_by('ticker').agg(pl.col('date').max())['date'].unique().to_list() == [pd.Timestamp('2024-06-27').date()]
+    shutil.copytree(tmp_path/'day', tmp_path/'full')
+    transform(clean(tmp_path/'full'), progress=False, today='2024-06-27', full=True)
+    assert_same_tables(tmp_path/'day', tmp_path/'full')
