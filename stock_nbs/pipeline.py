@@ -134,11 +134,14 @@ def _on_or_after_day(starts:dict, whole:list) -> pl.Expr:
     return pl.col('ticker').is_in(whole) | tail if whole else (pl.col('year') >= min(starts.values()).year) & tail
 
 # %% ../nbs/09_pipeline.ipynb #4fd29937
-def silver_bucket(bronze:pl.DataFrame, settings:Settings, fx:pl.DataFrame|None, interval:str) -> Cleaned:
-    "Silver rows with their quality facts, and the rejected rows, of one bucket's bronze rows (pure)."
+def silver_bucket(bronze:pl.DataFrame, settings:Settings, fx:pl.DataFrame|None, interval:str, since:dict|None=None) -> Cleaned:
+    "Silver rows with their quality facts, and the rejected rows, of one bucket's bronze rows (pure); with a daily pass's `since` (ticker -> first new bar), only its silver rows from twice the facts' reach before it."
     u = settings.universe
     c = clean_panel(bronze, settings.clean, fx, u.base_currency, u.fx_ticker, interval)
-    return Cleaned(with_row_facts(with_local_day(c.silver, interval), settings.quality, interval).drop('_day'), c.rejects, c.errors)
+    rows = with_local_day(c.silver, interval)
+    # (the earlier rows were context for the rules' windows; the facts of a written row read at most `facts_reach` rows before it)
+    if since: rows = _on_or_after(rows, _write_from(rows, since, 2 * facts_reach(settings.quality)))
+    return Cleaned(with_row_facts(rows, settings.quality, interval).drop('_day'), c.rejects, c.errors)
 
 def gold_bucket(silver:pl.DataFrame, settings:Settings, anchors:pl.DataFrame|None) -> pl.DataFrame:
     "Gold rows of one bucket's silver rows, resumed from `anchors` where given (pure)."
@@ -250,7 +253,7 @@ def silver_task(since:dict, root, settings:Settings, interval:str, fx, full:bool
     "One bucket's silver from its bronze rows in the tables (None: no bronze rows); `since`: ticker -> first day to recompute (None: all). A bucket task."
     bronze = Store(root).read('bronze', interval, _from(since, silver_context_days(settings.clean, settings.quality), interval))
     if not len(bronze): return None  # (tickers never ingested: reported by `_ticker_rows`)
-    c = silver_bucket(bronze, settings, fx, interval)
+    c = silver_bucket(bronze, settings, fx, interval, None if full else since)
     starts = first_written(bronze, c.silver, since, facts_reach(settings.quality))
     keep = (lambda rows: rows) if full else (lambda rows: _on_or_after(rows, starts))
     return SilverOut(keep(c.silver), keep(c.rejects), starts, c.errors)

@@ -105,25 +105,45 @@ def test_changed_rules_rebuild_the_tables_other_tickers_too(tmp_path, full):
     assert gold.group_by('ticker').agg(pl.col('sma_100').is_not_null().sum())['sma_100'].min() > 0 and gold['ticker'].n_unique() == len(TICKERS.split())
 
 
-def test_a_new_bar_that_makes_a_stale_run_rewrites_the_facts_of_the_rows_before_it(tmp_path):
+BUSINESS_DAYS = pd.bdate_range('2024-01-01', '2024-06-28')
+
+
+def csv_days(tmp_path, close, days, check=lambda day, silver: None):
+    "TCS.NS with these closes (one per business day of 2024's first half) from a vendor CSV, ingested and transformed up to each of `days`; `check` sees each day's silver; the last result."
     vendor, root = tmp_path/'vendor', tmp_path/'day'
     vendor.mkdir()
-    days = pd.bdate_range('2024-01-01', '2024-06-28')
-    close = 100 * np.exp(np.cumsum(np.random.default_rng(5).normal(0, 0.01, len(days))))
-    close[-5:] = close[-5]                                                  # four equal closes, then a fifth: a run of `stale_sessions` (5)
-    bars = pd.DataFrame({'Date': days.strftime('%Y-%m-%d'), 'Open': close, 'High': close * 1.01, 'Low': close * 0.99, 'Close': close, 'Volume': 1000})
+    bars = pd.DataFrame({'Date': BUSINESS_DAYS.strftime('%Y-%m-%d'), 'Open': close, 'High': close * 1.01, 'Low': close * 0.99, 'Close': close, 'Volume': 1000})
     over = {'universe.tickers': 'TCS.NS', 'source.kind': 'csv', 'source.csv_dir': str(vendor), 'source.start': '2024-01-01', 'quality.min_rows': '10'}
-    s = load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(root)})
-    for day, stale in (('2024-06-27', [False] * 4), ('2024-06-28', [True] * 5)):   # the day makes the four rows before it stale
+    for day in days:
         bars[bars.Date <= day].to_csv(vendor/'TCS.NS.csv', index=False)
-        ingest(s, run_date=day, progress=False)
-        res = transform(s, progress=False, today=day)
-        assert Store(root).read('silver', '1d').sort('date')['q_stale'].tail(len(stale)).to_list() == stale
-    assert res.summary['pass']['recomputed'] == 1 and res.quality.loc[0, 'stale_runs'] == 1
+        ingest(load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(root)}), run_date=day, progress=False)
+        res = transform(load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(root)}), progress=False, today=day)
+        check(day, Store(root).read('silver', '1d').sort('date'))
     shutil.copytree(root, tmp_path/'full')
-    transform(load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(tmp_path/'full')}), progress=False, today='2024-06-28', full=True)
+    transform(load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(tmp_path/'full')}), progress=False, today=days[-1], full=True)
     assert_same_tables(root, tmp_path/'full')
+    return res
 
+
+def walk(seed=5):
+    return 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 0.01, len(BUSINESS_DAYS))))
+
+
+def test_a_new_bar_that_makes_a_stale_run_rewrites_the_facts_of_the_rows_before_it(tmp_path):
+    close = walk()
+    close[-5:] = close[-5]                                                  # four equal closes, then a fifth: a run of `stale_sessions` (5)
+    stale = {'2024-06-27': [False] * 4, '2024-06-28': [True] * 5}           # the day makes the four rows before it stale
+    def check(day, silver): assert silver['q_stale'].tail(len(stale[day])).to_list() == stale[day]
+    res = csv_days(tmp_path, close, list(stale), check)
+    assert res.summary['pass']['recomputed'] == 1 and res.quality.loc[0, 'stale_runs'] == 1
+
+
+def test_a_stale_run_reaching_into_the_rewritten_rows_from_before_them_keeps_its_facts(tmp_path):
+    "The day rewrites silver from 40 rows before the new bar; a stale run ending there began earlier, so their facts are read from further back."
+    close = walk(6)
+    close[-53:-40] = close[-53]                                             # 13 equal closes, the last two among the 41 rows the day rewrites
+    res = csv_days(tmp_path, close, ['2024-06-27', '2024-06-28'])
+    assert res.quality.loc[0, 'stale_runs'] == 1 and res.quality.loc[0, 'stale_sessions'] == 13
 
 
 def last_write(store, layer):
