@@ -190,7 +190,7 @@ def _on_or_after(rows:pl.DataFrame, starts:pl.DataFrame) -> pl.DataFrame:
 NOISE = 1e-12  # relative: a recomputed float this close to the stored one is the same value (rolling sums started elsewhere)
 
 def _merge_layer(store:Store, layer:str, interval:str, new:pl.DataFrame, starts:pl.DataFrame, key:list, run_id:str|None) -> int:
-    "MERGE a daily pass's rows of one layer: changed and new rows written, vanished ones deleted; rows written."
+    "Write a daily pass's rows of one layer in one commit (`Store.apply`): changed and new rows written, vanished ones deleted; rows written."
     ch = changes(new, _stored_from(store, layer, interval, starts), key, rtol=NOISE)
     store.apply(layer, interval, ch, key, run_id)
     return len(ch)

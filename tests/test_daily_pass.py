@@ -114,13 +114,14 @@ def csv_days(tmp_path, close, days, check=lambda day, silver: None):
     vendor.mkdir()
     bars = pd.DataFrame({'Date': BUSINESS_DAYS.strftime('%Y-%m-%d'), 'Open': close, 'High': close * 1.01, 'Low': close * 0.99, 'Close': close, 'Volume': 1000})
     over = {'universe.tickers': 'TCS.NS', 'source.kind': 'csv', 'source.csv_dir': str(vendor), 'source.start': '2024-01-01', 'quality.min_rows': '10'}
+    cfg = lambda folder: load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(folder)})
     for day in days:
         bars[bars.Date <= day].to_csv(vendor/'TCS.NS.csv', index=False)
-        ingest(load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(root)}), run_date=day, progress=False)
-        res = transform(load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(root)}), progress=False, today=day)
+        ingest(cfg(root), run_date=day, progress=False)
+        res = transform(cfg(root), progress=False, today=day)
         check(day, Store(root).read('silver', '1d').sort('date'))
     shutil.copytree(root, tmp_path/'full')
-    transform(load_settings(None, env={}, overrides={**over, 'storage.data_dir': str(tmp_path/'full')}), progress=False, today=days[-1], full=True)
+    transform(cfg(tmp_path/'full'), progress=False, today=days[-1], full=True)
     assert_same_tables(root, tmp_path/'full')
     return res
 
