@@ -69,10 +69,10 @@ def effective_n(n:int, rho:float) -> float:
     "Sample size worth of an AR(1)-like series with lag-1 autocorrelation `rho`."
     return float(np.clip(n * (1 - rho) / (1 + rho), 1, n)) if rho > 0 else float(n)
 
-def ks_pvalue(d:float, n1:float, n2:float) -> float:
-    "Two-sample KS p-value for statistic `d` at (possibly fractional) sizes n1, n2 (Stephens' correction)."
-    en = np.sqrt(n1 * n2 / (n1 + n2))
-    return float(stats.kstwobign.sf((en + 0.12 + 0.11 / en) * d))
+def ks_pvalue(d, n1, n2):
+    "Two-sample KS p-value for statistic `d` at (possibly fractional) sizes n1, n2 (Stephens' correction); of arrays, elementwise."
+    en = np.sqrt(np.asarray(n1, float) * n2 / (np.asarray(n1, float) + n2))
+    return stats.kstwobign.sf((en + 0.12 + 0.11 / en) * d)  # (one call for many: scipy's per-call overhead dominated at 5,000 tickers)
 
 # %% ../nbs/07_drift.ipynb #1c1aaf8b
 @lru_cache(maxsize=1024)
@@ -96,22 +96,23 @@ def ks_many(pairs:list) -> list[KS]:
     return out
 
 def compare_many(pairs:list, adjust:bool=True) -> list[dict]:
-    "`compare` of many (baseline, current) pairs, their KS tests together (`ks_many`)."
+    "`compare` of many (baseline, current) pairs: their KS tests together (`ks_many`), their p-values at effective sizes in one call."
     pairs = [(b[~np.isnan(b)], c[~np.isnan(c)]) for b, c in pairs]
-    return [_compared(b, c, ks, adjust) for (b, c), ks in zip(pairs, ks_many(pairs))]
+    ks = ks_many(pairs)
+    rho = np.array([lag1_autocorr(b) if adjust else 0. for b, _ in pairs])  # the current window is too short to estimate rho: the baseline's serves both
+    n1, n2 = (np.array([effective_n(len(p[i]), r) for p, r in zip(pairs, rho)]) for i in (0, 1))
+    exact = ~(adjust & (rho > 0))  # i.i.d.: scipy's exact p-value
+    p = np.where(exact, [k.p_value for k in ks], ks_pvalue(np.array([k.statistic for k in ks]), n1, n2))
+    p_min = np.where(exact, [exact_p_min(len(b), len(c)) if e else np.nan for (b, c), e in zip(pairs, exact)], ks_pvalue(1.0, n1, n2))  # the smallest attainable
+    cols = zip(pairs, ks, p.tolist(), p_min.tolist(), n1.tolist(), n2.tolist(), rho.tolist())
+    return [_compared(b, c, k.statistic, pv, pm, x1, x2, r) for (b, c), k, pv, pm, x1, x2, r in cols]
 
 def compare(base:np.ndarray, cur:np.ndarray, adjust:bool=True) -> dict:
     "KS statistic, p-value (effective sizes when `adjust`), normalised Wasserstein distance and sizes of one comparison."
     return compare_many([(base, cur)], adjust)[0]
 
-def _compared(base:np.ndarray, cur:np.ndarray, ks:KS, adjust:bool) -> dict:
-    "A comparison around its KS result: the p-value at effective sizes when `adjust`, the smallest attainable one, the effect size."
-    d = ks.statistic
-    rho = lag1_autocorr(base) if adjust else 0.  # the current window is too short to estimate rho: the baseline's serves both
-    n1, n2 = effective_n(len(base), rho), effective_n(len(cur), rho)
-    exact = not (adjust and rho > 0)  # i.i.d.: scipy's exact p-value
-    p = ks.p_value if exact else ks_pvalue(d, n1, n2)
-    p_min = exact_p_min(len(base), len(cur)) if exact else ks_pvalue(1.0, n1, n2)
+def _compared(base:np.ndarray, cur:np.ndarray, d:float, p:float, p_min:float, n1:float, n2:float, rho:float) -> dict:
+    "One comparison's row: its KS statistic, p-value and smallest attainable one, effect size, sizes and autocorrelation."
     scale = np.std(base) or 1.0
     return dict(statistic=d, p_value=p, p_min=p_min, wasserstein=float(stats.wasserstein_distance(base, cur) / scale),
                 baseline_n=len(base), current_n=len(cur), n_eff_baseline=round(n1, 2), n_eff_current=round(n2, 2), autocorr=round(rho, 3))
