@@ -16,14 +16,14 @@ from .config import Settings, StockNbsError, market_of
 from .store import atomic_write
 
 # %% auto #0
-__all__ = ['log', 'DERIVED', 'LEVELS', 'DRIFT_COLUMNS', 'CALIBRATED', 'ALERT_KEY', 'SEEDS_RAW', 'DriftError', 'is_level',
-           'feature_frame', 'monitored', 'lag1_autocorr', 'effective_n', 'ks_pvalue', 'exact_p_min', 'KS', 'ks_many',
-           'compare_many', 'compare', 'benjamini_hochberg', 'calibrated_threshold', 'baseline_rows', 'baseline_path',
-           'write_baseline', 'read_baseline', 'test_ticker', 'test_features', 'Window', 'test_windows',
-           'compare_windows', 'decide', 'market_panel', 'shift_statistic', 'market_tests', 'decide_run',
-           'follow_markets', 'rollup', 'save_alerts', 'run_hook', 'drift_report_html', 'evaluate', 'Backtest',
-           'market_returns', 'reference_alerts', 'replay', 'backtest_summary', 'backtest_report', 'backtest',
-           'create_baseline']
+__all__ = ['log', 'DERIVED', 'LEVELS', 'DRIFT_COLUMNS', 'CALIBRATED', 'ALERT_KEY', 'SEEDS_RAW', 'DriftError', 'Derived',
+           'is_level', 'feature_frame', 'gold_columns', 'monitored', 'lag1_autocorr', 'effective_n', 'ks_pvalue',
+           'exact_p_min', 'KS', 'ks_many', 'compare_many', 'compare', 'benjamini_hochberg', 'calibrated_threshold',
+           'baseline_rows', 'baseline_path', 'write_baseline', 'read_baseline', 'test_ticker', 'test_features',
+           'Window', 'test_windows', 'compare_windows', 'decide', 'market_panel', 'shift_statistic', 'market_tests',
+           'decide_run', 'follow_markets', 'rollup', 'save_alerts', 'run_hook', 'drift_report_html', 'evaluate',
+           'Backtest', 'market_returns', 'reference_alerts', 'replay', 'backtest_summary', 'backtest_report',
+           'backtest', 'create_baseline']
 
 # %% ../nbs/07_drift.ipynb #989dc14a
 log = logging.getLogger('stock_nbs.drift')
@@ -32,11 +32,16 @@ class DriftError(StockNbsError):
     "Drift monitoring cannot run as configured (no baseline, unknown feature...)."
 
 # %% ../nbs/07_drift.ipynb #69f4a6ca
+class Derived(NamedTuple):
+    "A drift feature computed from gold columns: the columns it reads and how."
+    inputs: tuple
+    fn: object
+
 DERIVED = {
-    'abs_return': lambda g: g.daily_return.abs(),
-    'vol_ratio': lambda g: g.volatility / g.daily_return.rolling(60, min_periods=40).std(),  # 20-day vol over 60-day vol
-    'close_sma': lambda g: g.close / g.sma_20 - 1,
-    'macd_norm': lambda g: g.macd / g.close,
+    'abs_return': Derived(('daily_return',), lambda g: g.daily_return.abs()),
+    'vol_ratio': Derived(('volatility', 'daily_return'), lambda g: g.volatility / g.daily_return.rolling(60, min_periods=40).std()),  # 20-day vol over 60-day vol
+    'close_sma': Derived(('close', 'sma_20'), lambda g: g.close / g.sma_20 - 1),
+    'macd_norm': Derived(('macd', 'close'), lambda g: g.macd / g.close),
 }
 LEVELS = ('open', 'high', 'low', 'close', 'adj_close', 'volume', 'macd', 'macd_signal', 'macd_hist', 'volatility')
 
@@ -48,10 +53,14 @@ def feature_frame(gold:pd.DataFrame, features) -> pd.DataFrame:
     "`date` plus the monitored `features` of one ticker's gold rows (derived ones computed here)."
     out = {'date': gold.date}
     for f in features:
-        if f in DERIVED: out[f] = DERIVED[f](gold)
+        if f in DERIVED: out[f] = DERIVED[f].fn(gold)
         elif f in gold: out[f] = gold[f]
         else: raise DriftError(f"[drift] features: '{f}' is neither a gold column nor one of {', '.join(DERIVED)}")
     return pd.DataFrame({k: v.array for k, v in out.items()}, index=gold.index)  # (the columns share gold's index: aligning them cost more than the features at 5,000 tickers)
+
+def gold_columns(features) -> list:
+    "The gold columns `feature_frame` reads for `features`: `date`, the features that are gold columns and the inputs of the derived ones."
+    return list(dict.fromkeys(['date', *(c for f in features for c in (DERIVED[f].inputs if f in DERIVED else (f,)))]))
 
 def monitored(d) -> list:
     "Every feature a run under the `[drift]` settings `d` looks at: the tickers' tests' features, then the market test's."

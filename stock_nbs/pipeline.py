@@ -18,7 +18,7 @@ from .clean import clean_panel, fx_series, Cleaned, with_local_day, SILVER_COLUM
 from .features import gold_panel, STATE_COLUMNS
 from .quality import BucketFacts, bucket_facts, combine_facts, output_gate, calendar_notes, with_row_facts, facts_reach, FACT_COLUMNS
 from .engine import engine_for, close_engines, BucketFailed
-from .drift import (feature_frame, monitored, test_windows, compare_windows, rollup, save_alerts, run_hook, read_baseline, baseline_path,
+from .drift import (feature_frame, gold_columns, monitored, test_windows, compare_windows, rollup, save_alerts, run_hook, read_baseline, baseline_path,
                              drift_report_html, is_level, decide_run)
 
 # %% auto #0
@@ -468,12 +468,13 @@ def setup_logging(settings:Settings, verbose:bool=False) -> Path:
 
 # %% ../nbs/09_pipeline.ipynb #63c232aa
 def _drift_gold(store:Store, settings:Settings, interval:str, tickers) -> dict:
-    "ticker -> its gold rows as pandas: the sessions the drift tests need (with calibration: the whole history), in one scan."
+    "ticker -> its gold rows as pandas, with the columns the drift features read: the sessions the drift tests need (with calibration: the whole history), in one scan."
     from stock_nbs.store import pandas_by_ticker
     lf = store.scan('gold', interval)
     if lf is None: return {}
-    lf = lf.filter(pl.col('ticker').is_in(list(tickers)))
     d = settings.drift
+    names = lf.collect_schema().names()
+    lf = lf.filter(pl.col('ticker').is_in(list(tickers))).select(['ticker', *(c for c in gold_columns(monitored(d)) if c in names)])  # (an unknown feature: feature_frame names it)
     if not d['calibrate']:
         last = store.collect(lf.select(pl.col('date').max()), 'gold', interval).item()
         if last is None: return {}
