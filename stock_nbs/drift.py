@@ -17,13 +17,13 @@ from .store import atomic_write
 
 # %% auto #0
 __all__ = ['log', 'DERIVED', 'LEVELS', 'DRIFT_COLUMNS', 'CALIBRATED', 'ALERT_KEY', 'SEEDS_RAW', 'DriftError', 'Derived',
-           'is_level', 'feature_frame', 'gold_columns', 'monitored', 'lag1_autocorr', 'effective_n', 'ks_pvalue',
-           'exact_p_min', 'KS', 'ks_many', 'compare_many', 'compare', 'benjamini_hochberg', 'calibrated_threshold',
-           'baseline_rows', 'baseline_path', 'write_baseline', 'read_baseline', 'test_ticker', 'test_features',
-           'Window', 'test_windows', 'compare_windows', 'decide', 'market_panel', 'shift_statistic', 'market_tests',
-           'decide_run', 'follow_markets', 'rollup', 'save_alerts', 'run_hook', 'drift_report_html', 'evaluate',
-           'Backtest', 'market_returns', 'reference_alerts', 'replay', 'backtest_summary', 'backtest_report',
-           'backtest', 'create_baseline']
+           'rolling_std', 'is_level', 'feature_frame', 'feature_frames', 'gold_columns', 'monitored', 'lag1_autocorr',
+           'effective_n', 'ks_pvalue', 'exact_p_min', 'KS', 'ks_many', 'compare_many', 'compare', 'benjamini_hochberg',
+           'calibrated_threshold', 'baseline_rows', 'baseline_path', 'write_baseline', 'read_baseline', 'test_ticker',
+           'test_features', 'Window', 'test_windows', 'compare_windows', 'decide', 'market_panel', 'shift_statistic',
+           'market_tests', 'decide_run', 'follow_markets', 'rollup', 'save_alerts', 'run_hook', 'drift_report_html',
+           'evaluate', 'Backtest', 'market_returns', 'reference_alerts', 'replay', 'backtest_summary',
+           'backtest_report', 'backtest', 'create_baseline']
 
 # %% ../nbs/07_drift.ipynb #989dc14a
 log = logging.getLogger('stock_nbs.drift')
@@ -37,9 +37,14 @@ class Derived(NamedTuple):
     inputs: tuple
     fn: object
 
-DERIVED = {
+def rolling_std(g:pd.DataFrame, col:str, n:int, min_periods:int) -> pd.Series:
+    "Rolling standard deviation of `col` within each ticker of `g` (sorted by ticker and date; without a `ticker` column: one ticker)."
+    if 'ticker' not in g or not len(g) or g.ticker.iloc[0] == g.ticker.iloc[-1]: return g[col].rolling(n, min_periods=min_periods).std()  # one ticker
+    return g.groupby('ticker', sort=False)[col].rolling(n, min_periods=min_periods).std().droplevel(0)
+
+DERIVED = {  # (over the rows of one ticker or of many)
     'abs_return': Derived(('daily_return',), lambda g: g.daily_return.abs()),
-    'vol_ratio': Derived(('volatility', 'daily_return'), lambda g: g.volatility / g.daily_return.rolling(60, min_periods=40).std()),  # 20-day vol over 60-day vol
+    'vol_ratio': Derived(('volatility', 'daily_return'), lambda g: g.volatility / rolling_std(g, 'daily_return', 60, 40)),  # 20-day vol over 60-day vol
     'close_sma': Derived(('close', 'sma_20'), lambda g: g.close / g.sma_20 - 1),
     'macd_norm': Derived(('macd', 'close'), lambda g: g.macd / g.close),
 }
@@ -57,6 +62,12 @@ def feature_frame(gold:pd.DataFrame, features) -> pd.DataFrame:
         elif f in gold: out[f] = gold[f]
         else: raise DriftError(f"[drift] features: '{f}' is neither a gold column nor one of {', '.join(DERIVED)}")
     return pd.DataFrame({k: v.array for k, v in out.items()}, index=gold.index)  # (the columns share gold's index: aligning them cost more than the features at 5,000 tickers)
+
+def feature_frames(gold:pd.DataFrame, features) -> dict:
+    "ticker -> its `feature_frame`, from the gold rows of many tickers sorted by ticker and date: the features computed once over all of them, then sliced."
+    f, t = feature_frame(gold, features), gold.ticker.to_numpy()
+    cut = np.r_[0, np.flatnonzero(t[1:] != t[:-1]) + 1, len(t)]  # where each ticker's rows start
+    return {t[a]: f.iloc[a:b].reset_index(drop=True) for a, b in zip(cut[:-1], cut[1:]) if b > a}
 
 def gold_columns(features) -> list:
     "The gold columns `feature_frame` reads for `features`: `date`, the features that are gold columns and the inputs of the derived ones."

@@ -18,7 +18,7 @@ from .clean import clean_panel, fx_series, Cleaned, with_local_day, SILVER_COLUM
 from .features import gold_panel, STATE_COLUMNS
 from .quality import BucketFacts, bucket_facts, combine_facts, output_gate, calendar_notes, with_row_facts, facts_reach, FACT_COLUMNS
 from .engine import engine_for, close_engines, BucketFailed
-from .drift import (feature_frame, gold_columns, monitored, test_windows, compare_windows, rollup, save_alerts, run_hook, read_baseline, baseline_path,
+from .drift import (feature_frames, gold_columns, monitored, test_windows, compare_windows, rollup, save_alerts, run_hook, read_baseline, baseline_path,
                              drift_report_html, is_level, decide_run)
 
 # %% auto #0
@@ -467,21 +467,21 @@ def setup_logging(settings:Settings, verbose:bool=False) -> Path:
     return path
 
 # %% ../nbs/09_pipeline.ipynb #63c232aa
-def _drift_gold(store:Store, settings:Settings, interval:str, tickers) -> dict:
-    "ticker -> its gold rows as pandas, with the columns the drift features read: the sessions the drift tests need (with calibration: the whole history), in one scan."
-    from stock_nbs.store import pandas_by_ticker
+def _drift_gold(store:Store, settings:Settings, interval:str, tickers) -> pd.DataFrame|None:
+    "The gold rows of `tickers` as pandas sorted by ticker and date, with the columns the drift features read: the sessions the drift tests need (with calibration: the whole history), in one scan."
+    from stock_nbs.store import to_pandas
     lf = store.scan('gold', interval)
-    if lf is None: return {}
+    if lf is None: return None
     d = settings.drift
     names = lf.collect_schema().names()
     lf = lf.filter(pl.col('ticker').is_in(list(tickers))).select(['ticker', *(c for c in gold_columns(monitored(d)) if c in names)])  # (an unknown feature: feature_frame names it)
     if not d['calibrate']:
         last = store.collect(lf.select(pl.col('date').max()), 'gold', interval).item()
-        if last is None: return {}
+        if last is None: return None
         history = d['min_history'] + d['current_sessions'] if d['method'] == 'market' else 0  # the market test's own past windows
         days = math.ceil((d['baseline_sessions'] + d['current_sessions'] + 80 + history) * 7 / 5 * 1.2)
         lf = lf.filter(pl.col('date') >= pl.lit(last - dt.timedelta(days=days)))
-    return pandas_by_ticker(store.collect(lf.sort('ticker', 'date'), 'gold', interval))
+    return to_pandas(store.collect(lf.sort('ticker', 'date'), 'gold', interval))
 
 # %% ../nbs/09_pipeline.ipynb #ed25a4f7
 def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir:Path|None=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -493,7 +493,8 @@ def drift_stage(settings:Settings, tickers, interval:str, run_id:str, report_dir
     frozen = d['baseline'] == 'frozen' or (d['baseline'] == 'auto' and path.exists())
     base, meta = read_baseline(path) if frozen else (None, {})
     per_ticker = dict(tuple(base.groupby('ticker'))) if base is not None else {}
-    windows, frames = [], {t: feature_frame(g, monitored(d)) for t, g in _drift_gold(store, settings, interval, tickers).items()}
+    gold = _drift_gold(store, settings, interval, tickers)
+    windows, frames = [], {} if gold is None else feature_frames(gold, monitored(d))
     for t, f in frames.items():
         b = per_ticker.get(t, base.iloc[:0]) if base is not None else None
         if b is not None and b.empty: log.warning("%s: not in the frozen baseline %s; run `stock-nbs baseline` to include it", t, path); continue
