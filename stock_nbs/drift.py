@@ -55,7 +55,7 @@ def is_level(feature:str) -> bool:
     return feature in LEVELS or feature.startswith(('sma_', 'ema_', 'bbands_'))
 
 def feature_frame(gold:pd.DataFrame, features) -> pd.DataFrame:
-    "`date` plus the monitored `features` of one ticker's gold rows (derived ones computed here)."
+    "`date` plus the monitored `features` of one ticker's gold rows, or of many tickers' sorted by ticker and date (derived ones computed here)."
     out = {'date': gold.date}
     for f in features:
         if f in DERIVED: out[f] = DERIVED[f].fn(gold)
