@@ -623,7 +623,8 @@ def export_path(store:Store, interval:str='1d') -> Path:
     return store.root/'export'/interval/EXPORT_NAME
 
 def export_parquet(store:Store, interval:str='1d') -> Path|None:
-    "Write the current gold (public columns, sorted by ticker and date) to `features_dataset.parquet` atomically; its path (None: no gold yet)."
+    "Write the current gold (public columns, file by file: each file's rows by ticker and date; sort it to read it in that order) to `features_dataset.parquet` atomically; its path (None: no gold yet)."
+    # (not sorted as a whole: sorting 5,000 tickers x 10 years here took 2.6 s more and 4.8 GB of memory)
     lf = store.scan('gold', interval)
     if lf is None: return None
     out = lf.select(_columns(lf.collect_schema(), None))
