@@ -298,8 +298,9 @@ def rollup(tests:pd.DataFrame, retrain_share:float=0.5) -> pd.DataFrame:
     "Per ticker: features tested and drifted, the drifted ones, and a recommendation."
     if tests.empty: return pd.DataFrame(columns=['ticker', 'tested', 'drifted', 'share', 'features', 'recommendation'])
     g = tests.groupby('ticker', sort=True)
-    out = pd.DataFrame({'tested': g.size(), 'drifted': g.drift.sum().astype(int),
-                        'features': g.apply(lambda x: ', '.join(x.feature[x.drift]), include_groups=False)}).reset_index()
+    out = pd.DataFrame({'tested': g.size(), 'drifted': g.drift.sum().astype(int)})
+    out['features'] = tests[tests.drift].groupby('ticker').feature.agg(', '.join).reindex(out.index, fill_value='')  # (in test order)
+    out = out.reset_index()
     out['share'] = (out.drifted / out.tested).round(3)
     out['recommendation'] = np.select([out.share >= retrain_share, out.drifted > 0], ['retrain', 'watch'], 'ok')
     return out[['ticker', 'tested', 'drifted', 'share', 'features', 'recommendation']]
