@@ -13,7 +13,7 @@ import numpy as np, pandas as pd, polars as pl, pyarrow as pa
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, is_remote, market_of, load_settings, load_secrets, _tickers, scrub, ScrubbingFormatter
 from .ingest import ingest, check_run_date
-from .store import Store, StoreError, TableUnreadable, changes, export_parquet, maintain, atomic_write, damaged_files, run_summary
+from .store import Store, StoreError, TableUnreadable, changes, export_parquet, maintain, atomic_write, damaged_files, run_summary, to_pandas
 from .clean import clean_panel, fx_series, Cleaned, with_local_day, SILVER_COLUMNS
 from .features import gold_panel, STATE_COLUMNS
 from .quality import BucketFacts, bucket_facts, combine_facts, output_gate, calendar_notes, with_row_facts, facts_reach, FACT_COLUMNS
@@ -189,11 +189,9 @@ def _on_or_after(rows:pl.DataFrame, starts:pl.DataFrame) -> pl.DataFrame:
 
 NOISE = 1e-12  # relative: a recomputed float this close to the stored one is the same value (rolling sums started elsewhere)
 
-def _merge_layer(store:Store, layer:str, interval:str, new:pl.DataFrame, starts:pl.DataFrame, key:list, run_id:str|None) -> int:
-    "Write a daily pass's rows of one layer in one commit (`Store.apply`): changed and new rows written, vanished ones deleted; rows written."
-    ch = changes(new, _stored_from(store, layer, interval, starts), key, rtol=NOISE)
-    store.apply(layer, interval, ch, key, run_id)
-    return len(ch)
+def _merge_layer(store:Store, layer:str, interval:str, new:pl.DataFrame, starts:pl.DataFrame, key:list, run_id:str|None):
+    "Write a daily pass's rows of one layer in one commit (`Store.apply`): changed and new rows written, vanished ones deleted."
+    store.apply(layer, interval, changes(new, _stored_from(store, layer, interval, starts), key, rtol=NOISE), key, run_id)
 
 # %% ../nbs/09_pipeline.ipynb #f0616cf9
 def fx_silver(store:Store, settings:Settings) -> pl.DataFrame|None:
@@ -469,7 +467,6 @@ def setup_logging(settings:Settings, verbose:bool=False) -> Path:
 # %% ../nbs/09_pipeline.ipynb #63c232aa
 def _drift_gold(store:Store, settings:Settings, interval:str, tickers) -> pd.DataFrame|None:
     "The gold rows of `tickers` as pandas sorted by ticker and date, with the columns the drift features read: the sessions the drift tests need (with calibration: the whole history), in one scan."
-    from stock_nbs.store import to_pandas
     lf = store.scan('gold', interval)
     if lf is None: return None
     d = settings.drift

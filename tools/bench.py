@@ -151,24 +151,24 @@ def day_rows(root, path):
     return len(rows)
 
 
+def same_table(a, b):
+    "Two bar tables (sorted by ticker and date): same keys, non-float columns identical, and the largest relative float difference (equal: within 1e-9)."
+    import numpy as np
+    out = dict(rows=len(a), same_rows=len(a) == len(b) and a.select('ticker', 'date').equals(b.select('ticker', 'date')))
+    if not out['same_rows']: return out
+    floats = [c for c, k in a.schema.items() if k.is_float()]
+    others = [c for c in a.columns if c not in floats]
+    rel = max(float(np.nanmax(np.abs(a[c].to_numpy() - b[c].to_numpy()) / np.maximum(np.abs(b[c].to_numpy()), 1e-300), initial=0)) for c in floats)
+    same = a.select(others).equals(b.select(others))
+    return out | dict(non_float_identical=same, max_relative_float_difference=rel, equal=same and rel <= 1e-9)
+
+
 def equal(a_root, b_root):
     "The day pass's gold, silver (its quality facts too) and latest quality against a full rebuild of the same day: non-float columns identical, floats within 1e-9 relative."
-    import polars as pl, numpy as np
+    import polars as pl
     read = lambda r, t: pl.read_delta(str(r/t/'1d')).sort(['ticker', 'date'] if t in ('gold', 'silver') else ['ticker', 'reported_at'])
-    out = {}
-    for t in ('gold', 'silver'):
-        a, b = (read(r, t).drop('fetched_at', strict=False) for r in (a_root, b_root))  # (silver: when each bronze row was fetched, not a result)
-        pre = '' if t == 'gold' else 'silver_'
-        out[pre + 'rows'] = len(a)
-        out[pre + 'same_rows'] = len(a) == len(b) and a.select('ticker', 'date').equals(b.select('ticker', 'date'))
-        if not out[pre + 'same_rows']: continue
-        floats = [c for c, k in a.schema.items() if k.is_float()]
-        others = [c for c in a.columns if c not in floats]
-        out[pre + 'non_float_identical'] = a.select(others).equals(b.select(others))
-        rel = max(float(np.nanmax(np.abs(a[c].to_numpy() - b[c].to_numpy()) / np.maximum(np.abs(b[c].to_numpy()), 1e-300), initial=0)) for c in floats)
-        out[pre + 'max_relative_float_difference'] = rel
-        out[pre + 'equal'] = out[pre + 'non_float_identical'] and rel <= 1e-9
-    out['gold_rows'] = out.pop('rows')
+    gold, silver = (same_table(*(read(r, t).drop('fetched_at', strict=False) for r in (a_root, b_root))) for t in ('gold', 'silver'))  # (silver's fetched_at: when each bronze row was fetched, not a result)
+    out = {('gold_rows' if k == 'rows' else k): v for k, v in gold.items()} | {f'silver_{k}': v for k, v in silver.items()}
     qa, qb = (read(r, 'quality').group_by('ticker').last().sort('ticker').drop('run_id', 'reported_at') for r in (a_root, b_root))
     out['quality_equal'] = qa.equals(qb)
     return out
