@@ -17,10 +17,10 @@ from .config import StockNbsError, Settings, load_settings, find_settings, _is_p
 # %% auto #0
 __all__ = ['log', 'LOCK_NAME', 'LAYERS', 'PARTITIONED', 'ROW_GROUP', 'LEASE_SECONDS', 'OLDEST_KEY', 'INTERNAL', 'EXPORT_NAME',
            'OLD_META', 'OLD_PARTS', 'StoreError', 'TableUnreadable', 'Store', 'damaged_files', 'with_year', 'Changes',
-           'changes', 'atomic_write', 'LeaseHeld', 'Lease', 'Recovered', 'run_versions', 'resolve_as_of', 'run_summary',
-           'read_manifest', 'recorded_runs', 'recorded_run_ids', 'run_summaries', 'scan_features', 'to_pandas',
-           'pandas_by_ticker', 'load_features', 'checkout_settings', 'export_path', 'export_parquet', 'Maintained',
-           'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
+           'changes', 'atomic_write', 'LeaseHeld', 'Lease', 'Recovered', 'run_versions', 'version_at', 'resolve_as_of',
+           'run_summary', 'read_manifest', 'recorded_runs', 'recorded_run_ids', 'run_summaries', 'scan_features',
+           'to_pandas', 'pandas_by_ticker', 'load_features', 'checkout_settings', 'export_path', 'export_parquet',
+           'Maintained', 'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
 
 # %% ../nbs/02_store.ipynb #a232d1b1
 os.environ.setdefault('TOKIO_WORKER_THREADS', str(max(len(os.sched_getaffinity(0)), 2)))  # (the CPUs this process may use, as the runtime counts them)
@@ -90,7 +90,7 @@ def _unreadable(path, e:Exception) -> StoreError:
     return TableUnreadable(f"table {path} is unreadable ({what}); {fix}", layer)
 
 def _table(self:Store, layer:str, interval:str|None='1d', version=None) -> DeltaTable|None:
-    "The `DeltaTable` (at `version`: int or datetime), or None when it does not exist yet."
+    "The `DeltaTable` (at version number `version`), or None when it does not exist yet."
     self.check_layout(layer, interval)
     p = self.path(layer, interval)
     if not self.exists(layer, interval): return None
@@ -447,7 +447,10 @@ def _oldest(self:Store, layer:str, interval:str|None) -> int:
     return int(t.metadata().configuration.get(OLDEST_KEY, 0)) if t is not None else 0
 
 def _version_error(self:Store, layer:str, interval:str|None, version, e:Exception) -> StoreError:
-    "The error for a version that cannot be read."
+    "The error for a version that cannot be read: one the table has not reached, or one `maintain` removed."
+    t = self.table(layer, interval)
+    if isinstance(version, int) and t is not None and version > t.version():
+        return StoreError(f"table {self.path(layer, interval)} has no version {version} yet: its newest is {t.version()}")
     oldest = self.oldest(layer, interval)
     return StoreError(f"version {version} of table {self.path(layer, interval)} is not available ({str(e).splitlines()[0][:200]}); "
                       f"`stock-nbs maintain` removed versions before {oldest}: ask for version {oldest} or later")
@@ -459,18 +462,34 @@ def run_versions(store:Store, run_id:str) -> dict|None:
     runs = store.read('runs', None, pl.col('run_id') == run_id, ['versions'])
     return None if runs is None or not len(runs) else json.loads(runs['versions'][0])
 
-def resolve_as_of(store:Store, as_of, layer:str='gold', interval:str='1d'):
-    "The version (int) or time (datetime) to read for `as_of`: a version number, a run id, or a timestamp."
-    if as_of is None or isinstance(as_of, (int, np.integer)): return None if as_of is None else int(as_of)
+def version_at(store:Store, layer:str, interval:str|None, ts:dt.datetime) -> int|None:
+    "The newest version of a table committed at or before `ts` (tz-aware), by the commit times its log records (None: no such table)."
+    # (not delta-rs' time travel by a datetime: it reads the log files' modification times, which a copied, restored or
+    # uploaded data root does not keep, and it gives version 0 for a time before the table existed)
+    t = store.table(layer, interval)
+    if t is None: return None
+    commits = sorted((h['timestamp'], h['version']) for h in t.history() if 'timestamp' in h)
+    at = [v for ms, v in commits if ms <= ts.timestamp() * 1000]
+    if at: return max(at)
+    first = pd.Timestamp(commits[0][0], unit='ms', tz='UTC') if commits else None
+    raise StoreError(f"table {store.path(layer, interval)} had no version at {ts:%Y-%m-%d %H:%M:%S %Z}"
+                     + (f": its first was committed {first:%Y-%m-%d %H:%M:%S} UTC; ask for a later time" if first is not None else ""))
+
+def resolve_as_of(store:Store, as_of, layer:str='gold', interval:str='1d') -> int|None:
+    "The table version to read for `as_of`: a version number, a run id, or a time (naive: UTC); None: the current version."
+    if as_of is None: return None
+    if isinstance(as_of, str) and as_of.isdigit(): as_of = int(as_of)
+    if isinstance(as_of, (int, np.integer)):
+        if as_of < 0: raise StoreError(f"as_of {as_of}: a table version is a whole number, 0 or more")
+        return int(as_of)
     if isinstance(as_of, str):
-        if as_of.isdigit(): return int(as_of)
         v = run_versions(store, as_of)
         if v is not None:
             if f'{layer}/{interval}' not in v: raise StoreError(f"run {as_of} recorded no {layer}/{interval} version; it ran another interval or before any {layer} existed")
             return int(v[f'{layer}/{interval}'])
     try: ts = pd.Timestamp(as_of)
     except (ValueError, TypeError): raise StoreError(f"as_of {as_of!r} is neither a table version, a run id in {store.path('runs', None)}, nor a time") from None
-    return (ts.tz_localize('UTC') if ts.tz is None else ts).to_pydatetime()
+    return version_at(store, layer, interval, (ts.tz_localize('UTC') if ts.tz is None else ts).to_pydatetime())
 
 # %% ../nbs/02_store.ipynb #a64158d0
 def run_summary(manifest:dict) -> dict:
@@ -527,13 +546,18 @@ def _bound(x, dtype) -> pl.Expr:
     if dtype == pl.Date: return pl.lit(ts.date())
     return pl.lit((ts.tz_localize('UTC') if ts.tz is None else ts).to_pydatetime()).cast(dtype)
 
+def _when(name:str, x) -> pd.Timestamp:
+    "The `start` or `end` bound `x` as a Timestamp; an error naming it when it is not a date or time."
+    try: return pd.Timestamp(x)
+    except (ValueError, TypeError) as e: raise StoreError(f"{name} {x!r} is not a date or time ({e}); give e.g. '2024-06-28'") from None
+
 def _filters(lf:pl.LazyFrame, tickers, start, end, interval:str) -> pl.LazyFrame:
     "`lf` filtered to `tickers` and [start, end] (an intraday end given as a day includes that whole day), partitions first."
     dtype = lf.collect_schema()['date']
     if tickers is not None: lf = lf.filter(pl.col('ticker').is_in(list(tickers)))
-    if start is not None: lf = lf.filter(pl.col('year') >= pd.Timestamp(start).year, pl.col('date') >= _bound(start, dtype))
+    if start is not None: lf = lf.filter(pl.col('year') >= _when('start', start).year, pl.col('date') >= _bound(start, dtype))
     if end is not None:
-        e = pd.Timestamp(end)
+        e = _when('end', end)
         whole_day = interval != '1d' and e == e.normalize()
         lf = lf.filter(pl.col('year') <= e.year, pl.col('date') < _bound(e + pd.Timedelta(days=1), dtype) if whole_day else pl.col('date') <= _bound(e, dtype))
     return lf

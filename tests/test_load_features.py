@@ -1,6 +1,6 @@
 """`load_features` and the gold table: filters pushed down, columns, dtypes, errors, any working directory; the same rows
 from polars, deltalake, DuckDB and the one-file export; `as_of` by run id, version and time; a vacuumed version named."""
-import subprocess, sys, time
+import os, shutil, subprocess, sys, time
 import numpy as np, pandas as pd, polars as pl
 import pytest
 from stock_nbs import load_features
@@ -70,6 +70,21 @@ def test_as_of_a_run_id_a_version_or_a_time_gives_that_dataset_back(built):
     assert load_features(settings=cfg, as_of=day2).date.max() == pd.Timestamp('2024-06-28')
     with pytest.raises(StoreError, match="as_of 'no-such-run' is neither a table version, a run id"):
         load_features(settings=cfg, as_of='no-such-run')
+    with pytest.raises(StoreError, match=r"has no version 99 yet: its newest is \d+"):
+        load_features(settings=cfg, as_of=99)
+
+
+def test_as_of_a_time_reads_the_commit_times_a_copied_data_root_keeps(built, tmp_path):
+    "A backup restored, a copy or an upload gives the log files new times; `as_of` a time still means the commits' own times."
+    cfg, day1, first, t1, day2 = built
+    shutil.copytree(cfg.data_dir, tmp_path/'data')
+    long_ago = time.time() - 400 * 86400                                 # file times before either run: by them, every version is older than t1
+    for f in (tmp_path/'data').rglob('_delta_log/*.json'): os.utime(f, (long_ago, long_ago))
+    copy = load_settings(cfg.path, env={}, overrides={'storage.data_dir': str(tmp_path/'data')})
+    pd.testing.assert_frame_equal(load_features(settings=copy, as_of=t1), first)
+    assert load_features(settings=copy, as_of=pd.Timestamp.now(tz='UTC')).date.max() == pd.Timestamp('2024-06-28')
+    with pytest.raises(StoreError, match=r"had no version at 2020-01-01 00:00:00 UTC: its first was committed .* ask for a later time"):
+        load_features(settings=copy, as_of='2020-01-01')
 
 
 def test_filters_and_columns(built):
@@ -103,6 +118,8 @@ def test_unknown_column_and_missing_table_errors(built, tmp_path):
     cfg, *_ = built
     with pytest.raises(StoreError, match=r'unknown column\(s\) rsi_99, foo; available: ticker, date, open'):
         load_features(columns=['close', 'rsi_99', 'foo'], settings=cfg)
+    with pytest.raises(StoreError, match=r"start '2024-13-01' is not a date or time \(.*\); give e.g. '2024-06-28'"):
+        load_features(start='2024-13-01', settings=cfg)
     other = load_settings(None, env={}, overrides={'storage.data_dir': str(tmp_path)})
     with pytest.raises(StoreError, match=r'no gold table at .*run `stock-nbs run` \(or `make demo`\) first'):
         load_features(settings=other)
