@@ -10,7 +10,7 @@ import pandas as pd
 from .config import StockNbsError, Settings, load_settings, load_secrets, find_settings, scrub, SPEC, SOURCE_KINDS, INTERVALS, _tickers
 from .ingest import ingest
 from .pipeline import transform, setup_logging, failure_share_problem
-from .store import Store, export_parquet, maintain, migrate_store
+from .store import Store, export_parquet, remove_export, maintain, migrate_store
 
 # %% auto #0
 __all__ = ['cmd_ingest', 'cmd_transform', 'cmd_run', 'cmd_status', 'cmd_baseline', 'cmd_drift_backtest', 'cmd_drift_eval',
@@ -146,6 +146,7 @@ def cmd_transform(a) -> int:
     res = transform(settings, tickers, progress=False if a.no_progress else None, full=a.full)
     print(_transform_summary(res, settings, settings.source.interval))
     if settings.storage['export_parquet']: print(f"one-file export: {export_parquet(Store(settings.data_dir), settings.source.interval)}")
+    elif gone := remove_export(Store(settings.data_dir), settings.source.interval): print(f"one-file export: removed {gone} ([storage] export_parquet = false)")
     problem = failure_share_problem(res.tickers.status, settings.run.max_failure_share)
     if problem: print(f"error: {problem}", file=sys.stderr)
     if res.gate: print("error: the output gate failed; the gold table is written but not fit to use", file=sys.stderr)

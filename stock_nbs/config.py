@@ -268,7 +268,7 @@ SPEC = {
   'storage': {
     'data_dir': Key(str, 'data', "root of the Delta Lake tables (bronze, silver, gold, rejects, quality, runs) and the Parquet export: a folder, or an object-store URI such as s3://bucket/prefix (credentials from the environment)", is_path=True, uri_ok=True),
     'lock_timeout_seconds': Key(_number(float, 0), '0', "how long a run waits for another run's lock (0: refuse at once)"),
-    'export_parquet': Key(_bool, 'true', "after every run, write the latest gold to export/<interval>/features_dataset.parquet (one file, replaced atomically)"),
+    'export_parquet': Key(_bool, 'true', "after every run, write the latest gold to export/<interval>/features_dataset.parquet (one file, replaced atomically); false removes an old one"),
     'maintain_every': Key(_number(int, 0, 100000), '20', "every this many runs, compact small files and vacuum versions no kept run needs (stock-nbs maintain; 0: never)"),
   },
   'run': {

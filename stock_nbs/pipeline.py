@@ -13,7 +13,7 @@ import numpy as np, pandas as pd, polars as pl, pyarrow as pa
 from tqdm import tqdm  # plain bars: widget bars need ipywidgets, and print a warning in papermill without it
 from .config import Settings, StockNbsError, is_remote, market_of, load_settings, load_secrets, _tickers, scrub, ScrubbingFormatter
 from .ingest import ingest, check_run_date
-from .store import Store, StoreError, TableUnreadable, changes, export_parquet, maintain, atomic_write, damaged_files, run_summary, to_pandas
+from .store import Store, StoreError, TableUnreadable, changes, export_parquet, remove_export, maintain, atomic_write, damaged_files, run_summary, to_pandas
 from .clean import clean_panel, fx_series, Cleaned, with_local_day, SILVER_COLUMNS
 from .features import gold_panel, STATE_COLUMNS
 from .quality import BucketFacts, bucket_facts, combine_facts, output_gate, calendar_notes, with_row_facts, facts_reach, FACT_COLUMNS
@@ -596,7 +596,9 @@ def _run_transform(self:DailyRun, progress=None) -> TransformResult:
     "Stages 2-5: silver, gold, quality and the output gate; then the single-file export of gold (unless `[storage] export_parquet = false`)."
     self.result = self._timed('transform_total', transform, self.settings, self.tickers, self.interval, progress, self.run_date, lock=False, run_id=self.run_id)
     self.timings.update(self.result.timings)
-    if self.settings.storage['export_parquet']: self.export = self._timed('export', export_parquet, Store(self.settings.data_dir), self.interval)
+    store = Store(self.settings.data_dir)
+    if self.settings.storage['export_parquet']: self.export = self._timed('export', export_parquet, store, self.interval)
+    else: remove_export(store, self.interval)  # (an old export would go stale)
     return self.result
 
 def _run_drift(self:DailyRun) -> dict:

@@ -20,7 +20,7 @@ __all__ = ['log', 'LOCK_NAME', 'LAYERS', 'PARTITIONED', 'ROW_GROUP', 'LEASE_SECO
            'changes', 'atomic_write', 'LeaseHeld', 'Lease', 'Recovered', 'run_versions', 'version_at', 'resolve_as_of',
            'run_summary', 'read_manifest', 'recorded_runs', 'recorded_run_ids', 'run_summaries', 'scan_features',
            'to_pandas', 'pandas_by_ticker', 'load_features', 'checkout_settings', 'export_path', 'export_parquet',
-           'Maintained', 'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
+           'remove_export', 'Maintained', 'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
 
 # %% ../nbs/02_store.ipynb #a232d1b1
 os.environ.setdefault('TOKIO_WORKER_THREADS', str(max(len(os.sched_getaffinity(0)), 2)))  # (the CPUs this process may use, as the runtime counts them)
@@ -653,6 +653,14 @@ def export_parquet(store:Store, interval:str='1d') -> Path|None:
     if lf is None: return None
     out = lf.select(_columns(lf.collect_schema(), None))
     return atomic_write(export_path(store, interval), lambda tmp: out.sink_parquet(tmp, row_group_size=ROW_GROUP, statistics=True))
+
+def remove_export(store:Store, interval:str='1d') -> Path|None:
+    "Remove a `features_dataset.parquet` left from when `[storage] export_parquet` was on (it would no longer follow gold); its path (None: there was none)."
+    p = export_path(store, interval)
+    if not p.exists(): return None
+    p.unlink()
+    log.warning("removed %s: [storage] export_parquet = false, and it would no longer follow the gold table", p)
+    return p
 
 # %% ../nbs/02_store.ipynb #1aae887a
 @dataclass

@@ -87,6 +87,21 @@ def test_as_of_a_time_reads_the_commit_times_a_copied_data_root_keeps(built, tmp
         load_features(settings=copy, as_of='2020-01-01')
 
 
+def test_turning_the_export_off_removes_the_old_file(built, tmp_path):
+    "An export left from before `[storage] export_parquet = false` would stop following gold: the next pass removes it and says so."
+    cfg, *_ = built
+    shutil.copytree(cfg.data_dir, tmp_path/'data')
+    (tmp_path/'settings.ini').write_text(cfg.path.read_text())          # (its data_dir is relative: the copy)
+    old = export_path(Store(tmp_path/'data'))
+    assert old.exists()
+    p = run_cli('transform', '--settings', tmp_path/'settings.ini', '--no-progress', env={'STOCK_NBS__STORAGE__EXPORT_PARQUET': 'false'})
+    assert f"one-file export: removed {old} ([storage] export_parquet = false)" in p.stdout and not old.exists()
+    assert 'one-file export' not in run_cli('transform', '--settings', tmp_path/'settings.ini', '--no-progress', env={'STOCK_NBS__STORAGE__EXPORT_PARQUET': 'false'}).stdout
+    shutil.copy(export_path(Store(cfg.data_dir)), old)                    # the daily run does the same
+    daily_run(load_settings(tmp_path/'settings.ini', env={}, overrides={'storage.export_parquet': 'false'}), '2024-06-28')
+    assert not old.exists()
+
+
 def test_filters_and_columns(built):
     cfg, *_ = built
     df = load_features(['SBIN.NS', 'AAPL'], start='2024-03-01', end='2024-03-29', columns=['close', 'rsi_14'], settings=cfg)
