@@ -616,14 +616,16 @@ def load_features(tickers=None, start=None, end=None, columns=None, interval:str
                   source:str='local', engine:str='pandas'):
     "Gold features of `tickers` (default all) between `start` and `end` (inclusive), sorted by (ticker, date); `as_of`: a run id, table version or time; `engine='polars'` returns polars; `source='postgres'` reads the synced database."
     settings = settings if isinstance(settings, Settings) else _reader_settings(settings)
+    if engine not in ('pandas', 'polars'): raise StoreError(f"engine must be 'pandas' or 'polars', not {engine!r}")
     if source == 'postgres':
+        if as_of is not None: raise StoreError("as_of reads a past version of the local gold table; the database holds only the latest rows: use source='local' for as_of")
         from stock_nbs.config import load_secrets
         from stock_nbs.sync import read_postgres
         url = load_secrets(settings).get('DATABASE_URL')
         if not url: raise StoreError("source='postgres' needs DATABASE_URL in the environment or .env")
-        return read_postgres(url, tickers, start, end, columns, interval)
+        df = read_postgres(url, tickers, start, end, columns, interval)
+        return pl.from_pandas(df) if engine == 'polars' else df
     if source != 'local': raise StoreError(f"source must be 'local' or 'postgres', not {source!r}")
-    if engine not in ('pandas', 'polars'): raise StoreError(f"engine must be 'pandas' or 'polars', not {engine!r}")
     store = Store(settings.data_dir)
     df = store.collect(scan_features(settings, tickers, start, end, columns, interval, as_of), 'gold', interval, as_of)
     if tickers is not None and (e := _unknown_tickers(store, interval, [tickers] if isinstance(tickers, str) else list(tickers), df)): raise e

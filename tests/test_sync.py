@@ -2,14 +2,14 @@
 import json, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit, parse_qs
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, polars as pl
 import psycopg
 import pytest
 from stock_nbs import load_features
 from stock_nbs.config import load_settings, Secrets
 from stock_nbs.ingest import ingest
 from stock_nbs.pipeline import transform
-from stock_nbs.store import Store
+from stock_nbs.store import Store, StoreError
 from stock_nbs.sync import sync, migrate, connect, db_frame, COLUMNS, SyncError
 from conftest import run_cli
 
@@ -69,6 +69,9 @@ def test_round_trip_idempotence_and_updated_at(built, tmp_path, pg_url, monkeypa
     part = load_features(['SBIN.NS', 'AAPL'], start='2024-06-03', end='2024-06-28', columns=['close', 'rsi_14'], settings=cfg, source='postgres')
     loc = load_features(['SBIN.NS', 'AAPL'], start='2024-06-03', end='2024-06-28', columns=['close', 'rsi_14'], settings=cfg)
     pd.testing.assert_frame_equal(part, db_frame(loc.assign(**{c: 0 for c in COLUMNS if c not in loc}))[list(part.columns)], atol=1e-9)
+    assert load_features(settings=cfg, source='postgres', engine='polars').equals(pl.from_pandas(back))
+    with pytest.raises(StoreError, match="as_of reads a past version of the local gold table; the database holds only the latest rows"):
+        load_features(settings=cfg, source='postgres', as_of=0)      # (never the latest rows in place of the past ones)
     again = sync(cfg, sec)
     assert again.pending == again.sent == 0 and count(pg_url) == len(local)
     with psycopg.connect(pg_url) as c:
