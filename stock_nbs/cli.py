@@ -321,6 +321,8 @@ def cmd_maintain(a) -> int:
     setup_logging(settings)
     with Store(settings.data_dir).lock(settings.storage.lock_timeout_seconds): done = maintain(settings, a.interval, 'maintain')
     for m in done: print(f"{m.table}: {m.files_removed} small files compacted into {m.files_added}, {m.vacuumed} old files vacuumed; versions from {m.oldest_version} readable")
+    for i in a.interval or []:
+        if not any(m.table.endswith(f'/{i}') for m in done): print(f"{i}: no tables of this interval in {settings.data_dir}; nothing to maintain")
     return 0
 
 def cmd_migrate_store(a) -> int:

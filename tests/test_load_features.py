@@ -1,6 +1,6 @@
 """`load_features` and the gold table: filters pushed down, columns, dtypes, errors, any working directory; the same rows
 from polars, deltalake, DuckDB and the one-file export; `as_of` by run id, version and time; a vacuumed version named."""
-import os, shutil, subprocess, sys, time
+import os, re, shutil, subprocess, sys, time
 import numpy as np, pandas as pd, polars as pl
 import pytest
 from stock_nbs import load_features
@@ -165,6 +165,17 @@ def test_transform_isolates_a_ticker_without_bronze(built):
     p = run_cli('transform', '--settings', cfg.path, '--no-progress', '--tickers', 'TCS.NS,WIPRO.NS', env={'STOCK_NBS__RUN__MAX_FAILURE_SHARE': '0.6'}, check=0)
     assert "FAILED WIPRO.NS: WIPRO.NS: no bronze bars in" in p.stdout and 'run `stock-nbs ingest` first' in p.stdout
     assert load_features(settings=cfg).ticker.nunique() == 6         # the table still holds the whole universe
+
+
+def test_maintain_from_the_command_line(built, tmp_path):
+    cfg, *_ = built
+    shutil.copytree(cfg.data_dir, tmp_path/'data')
+    (tmp_path/'settings.ini').write_text(cfg.path.read_text())
+    before = load_features(settings=cfg)
+    p = run_cli('maintain', '--settings', tmp_path/'settings.ini', '--interval', '1d', '--interval', '5m')
+    assert re.search(r"gold/1d: [1-9]\d* small files compacted into 1, 0 old files vacuumed; versions from \d+ readable", p.stdout), p.stdout
+    assert f"5m: no tables of this interval in {tmp_path/'data'}; nothing to maintain" in p.stdout
+    pd.testing.assert_frame_equal(load_features(settings=load_settings(tmp_path/'settings.ini', env={})), before)
 
 
 def test_maintain_compacts_keeps_pinned_versions_and_names_vacuumed_ones(tmp_path):
