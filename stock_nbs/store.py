@@ -648,12 +648,16 @@ def export_path(store:Store, interval:str='1d') -> Path:
     "Where the single-file export of gold lives."
     return store.root/'export'/interval/EXPORT_NAME
 
-def export_parquet(store:Store, interval:str='1d') -> Path|None:
-    "Write the current gold (public columns, file by file: each file's rows by ticker and date; sort it to read it in that order) to `features_dataset.parquet` atomically; its path (None: no gold yet)."
-    # (not sorted as a whole: a sort holds the whole table in memory, several GB at 5,000 tickers x 10 years)
+def export_parquet(store:Store, interval:str='1d', tickers_per_part:int=500) -> Path|None:
+    "Write the current gold (public columns, sorted by ticker and date) to `features_dataset.parquet` atomically; its path (None: no gold yet)."
+    # (sorted one range of `tickers_per_part` tickers at a time: one sort of the whole table holds all of it in memory,
+    # several GB at 5,000 tickers x 10 years; unsorted, a day's appended file came before each ticker's history)
     lf = store.scan('gold', interval)
     if lf is None: return None
-    out = lf.select(_columns(lf.collect_schema(), None))
+    lf = lf.select(_columns(lf.collect_schema(), None))
+    names = store.collect(lf.select(pl.col('ticker').unique().sort()), 'gold', interval)['ticker']
+    ranges = [names[i:i + tickers_per_part] for i in range(0, len(names), tickers_per_part)]
+    out = pl.concat([lf.filter(pl.col('ticker').is_between(pl.lit(r[0]), pl.lit(r[-1]))).sort('ticker', 'date') for r in ranges]) if ranges else lf
     return atomic_write(export_path(store, interval), lambda tmp: out.sink_parquet(tmp, row_group_size=ROW_GROUP, statistics=True))
 
 def remove_export(store:Store, interval:str='1d') -> Path|None:

@@ -50,6 +50,8 @@ def test_every_reader_sees_the_current_rows_after_two_runs(built):
     lf = pl.scan_delta(gold)                                            # DuckDB reads the table through polars (the README's one line)
     readers = {'polars': lf.collect(), 'deltalake': pl.from_pandas(deltalake.DeltaTable(gold).to_pandas()),
                'duckdb': duckdb.sql("select * from lf").pl(), 'export': pl.read_parquet(export_path(Store(cfg.data_dir)))}
+    keys = readers['export'].select('ticker', 'date')
+    assert keys.equals(keys.sort('ticker', 'date'))                     # the one file in the seeds' order, day 2's rows with their tickers
     for name, got in readers.items():
         got = as_pd(got.with_columns(pl.col('date').cast(pl.Datetime('ns')), pl.col('volume').cast(pl.Int64)))
         got['volume'] = got.volume.astype('Int64')
