@@ -143,6 +143,12 @@ def test_a_run_started_over_http_runs_once_and_is_polled_to_its_end(server):
     m = r.json()['manifest']
     assert m['run_id'] == run_id and m['status'] == 'ok' and m['parameters']['run_date'] == '2024-07-01'
     assert run_id in [x['run_id'] for x in get(url, '/runs').json()['runs']]
+    day1 = next(x['run_id'] for x in get(url, '/runs').json()['runs'] if x['run_date'] == '2024-06-28')     # as_of: the dataset as day 1 left it
+    past = get(url, '/features', params={'tickers': 'TCS.NS', 'as_of': day1, 'limit': 100000}).json()
+    assert past['count'] == len(load_features('TCS.NS', as_of=day1, settings=cfg)) and past['rows'][-1]['date'].startswith('2024-06-28')
+    assert get(url, '/features', params={'tickers': 'TCS.NS', 'limit': 100000}).json()['rows'][-1]['date'].startswith('2024-07-01')
+    r = get(url, '/features', params={'as_of': '2001-01-01'})
+    assert r.status_code == 422 and 'had no version at 2001-01-01 00:00:00 UTC' in r.json()['detail']
 
 
 def test_docs_work_offline_latest_says_what_to_do_and_bodies_are_bounded(server):
