@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, polars as pl, pyarrow as pa, pyarrow.parquet as pq
 from scipy import stats
 from .config import Settings, StockNbsError, market_of
-from .store import atomic_write
+from .store import atomic_write, ticker_slices
 
 # %% auto #0
 __all__ = ['log', 'DERIVED', 'LEVELS', 'DRIFT_COLUMNS', 'CALIBRATED', 'ALERT_KEY', 'SEEDS_RAW', 'DriftError', 'Derived',
@@ -65,9 +65,8 @@ def feature_frame(gold:pd.DataFrame, features) -> pd.DataFrame:
 
 def feature_frames(gold:pd.DataFrame, features) -> dict:
     "ticker -> its `feature_frame`, from the gold rows of many tickers sorted by ticker and date: the features computed once over all of them, then sliced."
-    f, t = feature_frame(gold, features), gold.ticker.to_numpy()
-    cut = np.r_[0, np.flatnonzero(t[1:] != t[:-1]) + 1, len(t)]  # where each ticker's rows start
-    return {t[a]: f.iloc[a:b].reset_index(drop=True) for a, b in zip(cut[:-1], cut[1:]) if b > a}
+    f = feature_frame(gold, features)
+    return {t: f.iloc[s].reset_index(drop=True) for t, s in ticker_slices(gold.ticker).items()}
 
 def gold_columns(features) -> list:
     "The gold columns `feature_frame` reads for `features`: `date`, the features that are gold columns and the inputs of the derived ones."

@@ -19,8 +19,9 @@ __all__ = ['log', 'LOCK_NAME', 'LAYERS', 'PARTITIONED', 'ROW_GROUP', 'LEASE_SECO
            'OLD_META', 'OLD_PARTS', 'StoreError', 'TableUnreadable', 'Store', 'damaged_files', 'with_year', 'Changes',
            'changes', 'atomic_write', 'LeaseHeld', 'Lease', 'Recovered', 'run_versions', 'version_at', 'resolve_as_of',
            'run_summary', 'read_manifest', 'recorded_runs', 'recorded_run_ids', 'run_summaries', 'scan_features',
-           'to_pandas', 'pandas_by_ticker', 'load_features', 'checkout_settings', 'export_path', 'export_parquet',
-           'remove_export', 'Maintained', 'pinned_versions', 'maintain', 'old_bronze', 'migrate_store']
+           'to_pandas', 'ticker_slices', 'pandas_by_ticker', 'load_features', 'checkout_settings', 'export_path',
+           'export_parquet', 'remove_export', 'Maintained', 'pinned_versions', 'maintain', 'old_bronze',
+           'migrate_store']
 
 # %% ../nbs/02_store.ipynb #a232d1b1
 os.environ.setdefault('TOKIO_WORKER_THREADS', str(max(len(os.sched_getaffinity(0)), 2)))  # (the CPUs this process may use, as the runtime counts them)
@@ -604,13 +605,18 @@ def to_pandas(df:pl.DataFrame) -> pd.DataFrame:
     if 'volume' in out: out['volume'] = pd.array(out['volume'], dtype='Int64')
     return out
 
+def ticker_slices(tickers) -> dict[str, slice]:
+    "ticker -> the slice of its rows, from the ticker column (polars or pandas) of rows sorted by ticker."
+    runs = pl.Series(tickers).rle().struct.unnest()
+    if runs['value'].n_unique() != len(runs): raise ValueError("the rows must be sorted by ticker")
+    ends = runs['len'].cum_sum().to_list()
+    return {t: slice(e - n, e) for t, n, e in zip(runs['value'].to_list(), runs['len'].to_list(), ends)}
+
 def pandas_by_ticker(df:pl.DataFrame) -> dict[str, pd.DataFrame]:
     "ticker -> its rows as pandas (`to_pandas`), from a gold frame sorted by ticker: one conversion, then slices."
     # (one conversion, then views: converting each ticker's rows on its own pays pandas' fixed cost per ticker, which dominates at thousands)
-    runs = df.select(pl.col('ticker').rle()).unnest('ticker')
-    if runs['value'].n_unique() != len(runs): raise ValueError("pandas_by_ticker needs the rows sorted by ticker")
-    whole, ends = to_pandas(df), runs['len'].cum_sum().to_list()
-    return {t: whole.iloc[e - n:e].reset_index(drop=True) for t, n, e in zip(runs['value'].to_list(), runs['len'].to_list(), ends)}
+    whole = to_pandas(df)
+    return {t: whole.iloc[s].reset_index(drop=True) for t, s in ticker_slices(df['ticker']).items()}
 
 def load_features(tickers=None, start=None, end=None, columns=None, interval:str='1d', as_of=None, settings:Settings|str|Path|None=None,
                   source:str='local', engine:str='pandas'):
